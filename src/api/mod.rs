@@ -1,0 +1,93 @@
+//! HTTP: axum routers, one file per resource, merged here; the shared [`AppState`]; the JSON
+//! extractor whose rejections are problem+json; request spans.
+//!
+//! This is the only module that knows HTTP.
+
+pub mod auth;
+pub mod devices;
+pub mod openapi;
+pub mod ops;
+pub mod pings;
+pub mod subjects;
+pub mod users;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, MatchedPath, Request};
+use axum::Router;
+use serde::Serialize;
+use tower_http::trace::TraceLayer;
+use utoipa::ToSchema;
+
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::store::Store;
+
+/// Everything a handler needs. Cloning is a handful of `Arc` increments.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub registry: Arc<Registry>,
+    pub ingest: Ingest,
+    pub metrics: Metrics,
+    /// Set once the engine has rebuilt its state (readiness).
+    pub ready: Arc<AtomicBool>,
+}
+
+/// A list page: `{"items": [...], "next_cursor": ...}` (SPEC §2).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct List<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// `Json` whose rejections become problem+json: 400 for unreadable JSON, 422 for the wrong
+/// shape, 415 mapped to 400 with the reason.
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonBody<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(JsonBody(v)),
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::Unprocessable(e.body_text())),
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.settings.max_body_bytes;
+    Router::new()
+        .merge(users::router())
+        .merge(subjects::router())
+        .merge(devices::router())
+        .merge(pings::router(max_body))
+        .merge(ops::router())
+        .fallback(|| async { ApiError::not_found("route") })
+        .with_state(state)
+        .layer(
+            // The span names the route pattern, never the raw URI: query strings can hold
+            // tokens and coordinates (OsmAnd), which must not reach the logs.
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let route = req
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_else(|| "unmatched".to_owned());
+                tracing::info_span!("request", method = %req.method(), route, user = tracing::field::Empty)
+            }),
+        )
+}

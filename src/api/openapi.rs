@@ -1,0 +1,36 @@
+//! The OpenAPI 3 document, generated from the handlers' annotations (utoipa).
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "tagwatch", description = "GPS electronic monitoring: ingest, compliance alerts, audited lawful location queries"),
+    modifiers(&Bearer),
+    paths(
+        super::users::create,
+        super::subjects::create, super::subjects::show, super::subjects::list,
+        super::devices::create, super::devices::reassign,
+        super::pings::post_pings, super::pings::osmand,
+        super::ops::healthz, super::ops::readyz, super::ops::metrics, super::ops::openapi,
+    ),
+    components(schemas(crate::error::Problem, crate::model::Role, crate::model::FixSource))
+)]
+struct ApiDoc;
+
+/// The whole API's OpenAPI document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

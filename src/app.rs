@@ -1,0 +1,97 @@
+//! Building and running the service: open the store, load the caches, start the ingest
+//! writer, bind, serve until shutdown. Tests and the CLI start the service the same way.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::config::Settings;
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::store::Store;
+
+/// A running service.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, finishes in-flight requests, returns when the server has stopped.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+    }
+
+    /// Waits until the server stops by itself (or `stop` is called elsewhere).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.server.await.context("server task")?.context("server")
+    }
+
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Opens the store and builds the shared state (no listener yet).
+pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
+    settings.validate()?;
+    let store = Store::connect(&settings.database_url)
+        .await
+        .with_context(|| format!("opening the {} store", backend_name(&settings.database_url)))?;
+    let registry = Registry::load(&store.users().await?, &store.devices().await?);
+    let metrics = Metrics::new();
+    let (ingest, _writer) =
+        Ingest::start(store.clone(), settings.queue_pings, metrics.clone(), None);
+    Ok(AppState {
+        settings: Arc::new(settings),
+        store,
+        registry: Arc::new(registry),
+        ingest,
+        metrics,
+        ready: Arc::new(AtomicBool::new(false)),
+    })
+}
+
+fn backend_name(url: &str) -> &'static str {
+    if url.starts_with("sqlite:") {
+        "SQLite"
+    } else {
+        "PostgreSQL"
+    }
+}
+
+/// Builds the service and serves it on `settings.listen`.
+pub async fn start(settings: Settings) -> anyhow::Result<Running> {
+    let listen = settings.listen_addr();
+    let state = build_state(settings).await?;
+    let listener = TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    state.ready.store(true, Ordering::Release);
+    let (shutdown, mut rx) = watch::channel(false);
+    let app = api::router(state.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    tracing::info!(%addr, store = state.store.backend(), "tagwatch listening on http://{addr}");
+    Ok(Running {
+        addr,
+        state,
+        shutdown,
+        server,
+    })
+}

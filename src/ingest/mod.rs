@@ -1,0 +1,193 @@
+//! The ingest pipeline: validated fixes → bounded queue → group commit → acknowledgement →
+//! (committed fixes onward to the compliance engine).
+//!
+//! Invariants:
+//! - a request is acknowledged only after the transaction holding its fixes has committed
+//!   (and, for SQLite, the WAL was fsynced): that is the durability promise of SPEC §5;
+//! - one writer task drains the queue, so one transaction (one fsync) serves every request
+//!   that arrived while the previous commit was in flight — throughput grows with
+//!   concurrency instead of collapsing to one fsync per request;
+//! - the queue is bounded in fixes, not requests: past `queue_pings` waiting fixes a request
+//!   is refused at once ([`IngestError::Overloaded`] → 429 with `Retry-After`) rather than
+//!   growing memory;
+//! - a `(device, ts)` seen twice, in one group or already stored, is stored once; the
+//!   engine receives only fixes that were actually inserted.
+
+pub mod parse;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::metrics::Metrics;
+use crate::store::{FixRow, Store};
+
+/// Fixes per transaction, at most: large enough to amortise the fsync, small enough that a
+/// commit stays in the low milliseconds.
+const GROUP_MAX_ROWS: usize = 32_768;
+
+/// Why a batch could not be written.
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum IngestError {
+    #[error("ingest queue is full")]
+    Overloaded,
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Fixes that were committed, handed to whoever consumes them (the engine).
+#[derive(Debug)]
+pub struct Committed {
+    pub rows: Vec<FixRow>,
+}
+
+struct Job {
+    rows: Vec<FixRow>,
+    ack: oneshot::Sender<Result<Vec<bool>, IngestError>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Handle to the pipeline; cloning is an `Arc` increment.
+#[derive(Clone)]
+pub struct Ingest {
+    tx: mpsc::UnboundedSender<Job>,
+    permits: Arc<Semaphore>,
+    capacity: usize,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl Ingest {
+    /// Starts the writer task. Committed fixes are sent to `committed` when given.
+    pub fn start(
+        store: Store,
+        capacity: usize,
+        metrics: Metrics,
+        committed: Option<mpsc::Sender<Committed>>,
+    ) -> (Ingest, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let permits = Arc::new(Semaphore::new(capacity));
+        let handle = tokio::spawn(writer(store, rx, metrics.clone(), committed));
+        (
+            Ingest {
+                tx,
+                permits,
+                capacity,
+                metrics,
+            },
+            handle,
+        )
+    }
+
+    /// Writes rows durably. Returns, per row, whether it was newly stored (false: duplicate).
+    /// Rows must not repeat a `(device, ts)` among themselves.
+    pub async fn write(&self, rows: Vec<FixRow>) -> Result<Vec<bool>, IngestError> {
+        if rows.is_empty() {
+            return Ok(vec![]);
+        }
+        let n = u32::try_from(rows.len()).map_err(|_| IngestError::Overloaded)?;
+        let permit = self
+            .permits
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| IngestError::Overloaded)?;
+        self.metrics
+            .queue_depth
+            .set((self.capacity - self.permits.available_permits()) as i64);
+        let (ack, rx) = oneshot::channel();
+        self.tx
+            .send(Job {
+                rows,
+                ack,
+                _permit: permit,
+            })
+            .map_err(|_| IngestError::Unavailable("ingest writer stopped".into()))?;
+        rx.await
+            .map_err(|_| IngestError::Unavailable("ingest writer stopped".into()))?
+    }
+}
+
+async fn writer(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    metrics: Metrics,
+    committed: Option<mpsc::Sender<Committed>>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut n = first.rows.len();
+        let mut jobs = vec![first];
+        while n < GROUP_MAX_ROWS {
+            match rx.try_recv() {
+                Ok(j) => {
+                    n += j.rows.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        // The first occurrence of a key in the group is written; later ones are duplicates.
+        let mut first_at: HashMap<(i64, i64), usize> = HashMap::with_capacity(n);
+        let mut group: Vec<FixRow> = Vec::with_capacity(n);
+        let mut slots: Vec<Vec<Option<usize>>> = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            let mut s = Vec::with_capacity(job.rows.len());
+            for r in &job.rows {
+                let key = (r.device_pk, r.ts);
+                match first_at.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(_) => s.push(None),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(group.len());
+                        s.push(Some(group.len()));
+                        group.push(r.clone());
+                    }
+                }
+            }
+            slots.push(s);
+        }
+        let started = Instant::now();
+        let result = store.insert_fixes(&group).await;
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.commit_rows.observe(group.len() as f64);
+        match result {
+            Ok(inserted) => {
+                for (job, s) in jobs.into_iter().zip(slots) {
+                    let flags = s
+                        .iter()
+                        .map(|slot| slot.is_some_and(|i| inserted[i]))
+                        .collect();
+                    let _ = job.ack.send(Ok(flags));
+                }
+                if let Some(c) = &committed {
+                    let rows: Vec<FixRow> = group
+                        .into_iter()
+                        .zip(inserted)
+                        .filter_map(|(r, ok)| ok.then_some(r))
+                        .collect();
+                    if !rows.is_empty() && c.send(Committed { rows }).await.is_err() {
+                        tracing::warn!(
+                            "engine stopped; committed fixes are stored but not evaluated"
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, rows = group.len(), "group commit failed");
+                let err = IngestError::Unavailable(e.to_string());
+                for job in jobs {
+                    let _ = job.ack.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! tagwatch — GPS electronic monitoring for people on court orders.
+//!
+//! # Layout
+//! - [`config`]: settings from flags and environment, validated once.
+//! - [`model`]: plain domain types (ids, fixes, roles, time) with validation; no I/O.
+//! - [`geodesy`]: local metric projection on WGS84 for distances in metres.
+//! - [`store`]: SQLite and PostgreSQL persistence; the only module with SQL.
+//! - [`ingest`]: parse → bounded queue → group commit → acknowledgement.
+//! - [`registry`]: in-memory caches of tokens and device assignments.
+//! - [`api`]: axum routers, one file per resource; the only module that knows HTTP.
+//! - [`error`]: the API error type and its problem+json mapping.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`loadgen`]: the HTTP load generator.
+//! - [`app`]: wiring and serving, shared by the CLI and the tests.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod geodesy;
+pub mod ingest;
+pub mod loadgen;
+pub mod metrics;
+pub mod model;
+pub mod registry;
+pub mod store;
+pub mod token;
+
+pub use config::Settings;

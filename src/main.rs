@@ -1,0 +1,104 @@
+//! The `tagwatch` command: a thin shell over the library (SPEC §6).
+
+use clap::{Parser, Subcommand};
+use tagwatch::model::Role;
+use tagwatch::Settings;
+
+#[derive(Parser)]
+#[command(
+    name = "tagwatch",
+    version,
+    about = "GPS electronic monitoring service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (migrations run on start).
+    Serve {
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Drive a running server with simulated tags; report fixes/s and latency.
+    Loadgen {
+        #[command(flatten)]
+        args: tagwatch::loadgen::LoadgenArgs,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user and print its token, alone, on standard output.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// For role device: bind the token to this tag.
+        #[arg(long)]
+        device_id: Option<String>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| "one of device, officer, analyst, auditor, admin".to_owned())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Serve { settings } => {
+            let running = tagwatch::app::start(settings).await?;
+            let stop = running.shutdown_handle();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!("shutting down");
+                let _ = stop.send(true);
+            });
+            running.wait().await
+        }
+        Command::Loadgen { args } => {
+            let report = tagwatch::loadgen::run(args).await?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::User {
+            command:
+                UserCommand::Create {
+                    name,
+                    role,
+                    device_id,
+                    settings,
+                },
+        } => {
+            let state = tagwatch::app::build_state(settings).await?;
+            let user = tagwatch::api::users::create_user(&state, &name, role, device_id.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", user.token);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Persistence over sqlx: the one place that knows SQL.
+//!
+//! [`Store`] is an enum over the embedded SQLite store and the PostgreSQL store, both first
+//! class, each with its own migrations (`migrations/{sqlite,postgres}`) run at connect.
+//! Each table's queries live in one file per backend. Methods take plain rows and return plain
+//! rows; callers never see SQL or a driver type.
+
+mod postgres;
+mod sqlite;
+
+use crate::model::Micros;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// What can go wrong talking to the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key already exists (e.g. a subject id).
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// A referenced row does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot open store: {0}")]
+    Open(String),
+}
+
+impl StoreError {
+    /// True when the database is unreachable or failing, rather than the request being wrong.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Db(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Protocol(_)
+            )
+        )
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A user as stored (never the token).
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+    pub device_pk: Option<i64>,
+    pub token_hash: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSubject {
+    pub id: String,
+    pub display_name: Option<String>,
+    pub borough: Option<String>,
+    pub officer_id: Option<i64>,
+    pub timezone: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SubjectRow {
+    pub pk: i64,
+    pub id: String,
+    pub display_name: Option<String>,
+    pub borough: Option<String>,
+    pub officer_id: Option<i64>,
+    pub timezone: String,
+    pub created_at: Micros,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceRow {
+    pub pk: i64,
+    pub id: String,
+    pub subject_pk: Option<i64>,
+    pub subject_id: Option<String>,
+}
+
+/// One fix as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FixRow {
+    pub device_pk: i64,
+    pub ts: Micros,
+    pub subject_pk: Option<i64>,
+    pub lat_e7: Option<i32>,
+    pub lon_e7: Option<i32>,
+    pub accuracy_m: Option<f32>,
+    pub source: i16,
+    pub speed_mps: Option<f32>,
+    pub heading_deg: Option<f32>,
+    pub battery_pct: Option<f32>,
+    pub flags: i16,
+    pub received_at: Micros,
+    pub cell: Option<i64>,
+}
+
+/// The store the service runs on.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Sqlite(s) => s.$method($($arg),*).await,
+            Store::Postgres(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the store named by `url` and brings its schema up to date.
+    pub async fn connect(url: &str) -> Result<Store> {
+        if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(SqliteStore::connect(url).await?))
+        } else {
+            Ok(Store::Postgres(PgStore::connect(url).await?))
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Round trip to the database (readiness).
+    pub async fn ping(&self) -> Result<()> {
+        dispatch!(self, ping())
+    }
+
+    pub async fn create_user(
+        &self,
+        name: &str,
+        role: &str,
+        device_pk: Option<i64>,
+        token_hash: &[u8],
+    ) -> Result<UserRow> {
+        dispatch!(self, create_user(name, role, device_pk, token_hash))
+    }
+
+    pub async fn users(&self) -> Result<Vec<UserRow>> {
+        dispatch!(self, users())
+    }
+
+    pub async fn user_by_token(&self, token_hash: &[u8]) -> Result<Option<UserRow>> {
+        dispatch!(self, user_by_token(token_hash))
+    }
+
+    pub async fn create_subject(&self, s: &NewSubject) -> Result<SubjectRow> {
+        dispatch!(self, create_subject(s))
+    }
+
+    pub async fn subject(&self, id: &str) -> Result<Option<SubjectRow>> {
+        dispatch!(self, subject(id))
+    }
+
+    pub async fn subjects(&self) -> Result<Vec<SubjectRow>> {
+        dispatch!(self, subjects())
+    }
+
+    /// Creates a device assigned to `subject_pk` (history row included).
+    pub async fn create_device(&self, id: &str, subject_pk: i64, now: Micros) -> Result<DeviceRow> {
+        dispatch!(self, create_device(id, subject_pk, now))
+    }
+
+    /// Ends the device's current assignment at `now` and starts one to `subject_pk`.
+    pub async fn reassign_device(
+        &self,
+        device_pk: i64,
+        subject_pk: i64,
+        now: Micros,
+    ) -> Result<()> {
+        dispatch!(self, reassign_device(device_pk, subject_pk, now))
+    }
+
+    pub async fn devices(&self) -> Result<Vec<DeviceRow>> {
+        dispatch!(self, devices())
+    }
+
+    /// Inserts fixes in one transaction, synced before return. Returns, per input row,
+    /// whether it was stored (false = a fix with the same `(device, ts)` already existed).
+    /// Rows must be free of duplicate keys among themselves.
+    pub async fn insert_fixes(&self, rows: &[FixRow]) -> Result<Vec<bool>> {
+        dispatch!(self, insert_fixes(rows))
+    }
+
+    /// Every stored fix of a device in `[from, to]`, oldest first.
+    pub async fn device_fixes(
+        &self,
+        device_pk: i64,
+        from: Micros,
+        to: Micros,
+    ) -> Result<Vec<FixRow>> {
+        dispatch!(self, device_fixes(device_pk, from, to))
+    }
+
+    /// Number of stored fixes (operations and tests).
+    pub async fn count_fixes(&self) -> Result<i64> {
+        dispatch!(self, count_fixes())
+    }
+}
+
+/// Marks, for each row, whether its key is among `inserted` (the keys the database returned).
+fn mark_inserted(rows: &[FixRow], inserted: &std::collections::HashSet<(i64, i64)>) -> Vec<bool> {
+    rows.iter()
+        .map(|r| inserted.contains(&(r.device_pk, r.ts)))
+        .collect()
+}

@@ -1,0 +1,528 @@
+//! The spine through HTTP on both stores: the auth matrix, ingest validation item by item,
+//! duplicates, NDJSON, limits, OsmAnd, device reassignment.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{ago, ping, spawn_app, spawn_app_with, Backend};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+on_both_stores!(
+    the_auth_matrix_answers_401_403_and_404_as_specified,
+    every_rejection_reason_is_reported_and_the_rest_of_the_batch_is_stored,
+    a_retried_batch_is_counted_as_duplicates_and_stored_once,
+    ndjson_items_are_indexed_by_line_number,
+    bodies_and_batches_over_the_limits_get_413,
+    osmand_reports_are_stored_for_the_token_holders_device_only,
+    a_reassigned_device_keeps_each_fix_with_the_subject_it_was_attributed_to,
+    an_overloaded_queue_answers_429_with_retry_after_and_loses_nothing_acknowledged,
+);
+
+async fn the_auth_matrix_answers_401_403_and_404_as_specified(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (officer_id, officer) = app.user("officer one", "officer").await;
+    let (_, other_officer) = app.user("officer two", "officer").await;
+    let (_, analyst) = app.user("analyst", "analyst").await;
+    let (_, auditor) = app.user("auditor", "auditor").await;
+    app.subject("GTO-1", Some(officer_id)).await;
+    let device = app.device("TAG-1", "GTO-1").await;
+
+    // no token, a malformed header, an unknown token → 401
+    let (s, v) = app
+        .call(Method::GET, "/v1/subjects/GTO-1", None, None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(v["status"], 401, "problem+json body: {v}");
+    let (s, _) = app.get("/v1/subjects/GTO-1", "tw_0000").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = app.post_pings("nope", json!([])).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // roles that may not → 403
+    for t in [&officer, &analyst, &auditor, &device] {
+        let (s, _) = app
+            .post("/v1/users", t, json!({"name": "x", "role": "admin"}))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, _) = app.post("/v1/subjects", t, json!({"id": "GTO-9"})).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, _) = app.get("/metrics", t).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+    for t in [&analyst, &auditor, &device] {
+        let (s, _) = app.get("/v1/subjects/GTO-1", t).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+    for t in [&officer, &analyst, &auditor, &app.admin_token] {
+        let (s, _) = app
+            .post_pings(t, json!([ping("TAG-1", &ago(1), 51.5, -0.1)]))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
+
+    // caseload: own subject 200, someone else's 404 — the same answer as a missing one
+    let (s, v) = app.get("/v1/subjects/GTO-1", &officer).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["id"], "GTO-1");
+    let (s, _) = app.get("/v1/subjects/GTO-1", &other_officer).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = app.get("/v1/subjects/GTO-404", &other_officer).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = app.get("/v1/subjects", &other_officer).await;
+    assert_eq!(
+        (s, v["items"].as_array().unwrap().len()),
+        (StatusCode::OK, 0)
+    );
+
+    // admin sees everything; open endpoints need no token
+    let (s, _) = app.get("/v1/subjects/GTO-1", &app.admin_token).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, text) = app.get("/metrics", &app.admin_token).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(text.as_str().unwrap().contains("tagwatch_pings_accepted"));
+    for path in ["/healthz", "/readyz", "/openapi.json"] {
+        let (s, _) = app.call(Method::GET, path, None, None).await;
+        assert_eq!(s, StatusCode::OK, "{path}");
+    }
+    let (_, doc) = app.call(Method::GET, "/openapi.json", None, None).await;
+    assert!(doc["paths"]["/v1/pings"]["post"].is_object());
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+}
+
+async fn every_rejection_reason_is_reported_and_the_rest_of_the_batch_is_stored(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.subject("GTO-1", None).await;
+    app.subject("GTO-2", None).await;
+    let device = app.device("TAG-1", "GTO-1").await;
+    app.device("TAG-2", "GTO-2").await;
+    let (_, gateway) = app.user("vendor gateway", "device").await;
+    let now = ago(0);
+    let t = |s: i64| ago(s);
+
+    let batch = json!([
+        ping("TAG-1", &t(10), 51.5, -0.1),                                                 // 0 ok
+        ping("TAG-1", &t(11), 90.5, -0.1),                                                 // 1 lat
+        ping("TAG-1", &t(12), 51.5, 180.5),                                                // 2 lon
+        {"device_id": "TAG-1", "ts": t(13), "lat": 51.5, "lon": -0.1, "accuracy_m": -1},   // 3 accuracy
+        {"device_id": "TAG-1", "ts": t(14), "lat": 51.5, "lon": -0.1, "battery_pct": 101}, // 4 battery
+        ping("TAG-1", &t(-400), 51.5, -0.1),                                               // 5 future
+        ping("TAG-1", &t(400 * 86_400), 51.5, -0.1),                                       // 6 too old
+        {"device_id": "TAG-1", "ts": t(15), "lat": "north", "lon": -0.1},                  // 7 wrong type
+        ping("TAG-2", &t(16), 51.5, -0.1),                                                 // 8 forbidden device
+        {"device_id": "TAG-1", "ts": t(17)},                                               // 9 no position
+        {"device_id": "TAG-1", "ts": t(18), "fix": "none", "battery_pct": 50},             // 10 ok, health only
+        ping("TAG-1", &now, 51.51, -0.11),                                                 // 11 ok
+    ]);
+    let (s, v) = app.post_pings(&device, batch).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["accepted"], 3, "{v}");
+    let rejected: Vec<(u64, String)> = v["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["index"].as_u64().unwrap(),
+                r["error"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expect = [
+        (1, "lat out of range"),
+        (2, "lon out of range"),
+        (3, "accuracy_m < 0"),
+        (4, "battery_pct out of range"),
+        (5, "future"),
+        (6, "retention"),
+        (7, "malformed"),
+        (8, "forbidden device"),
+        (9, "lat and lon are required"),
+    ];
+    assert_eq!(rejected.len(), expect.len(), "{rejected:?}");
+    for ((i, err), (ei, frag)) in rejected.iter().zip(expect) {
+        assert_eq!(*i, ei);
+        assert!(err.contains(frag), "item {i}: {err} should mention {frag}");
+    }
+
+    // a non-finite number is not valid JSON for serde: the item alone is rejected
+    let body = format!(
+        "[{},{{\"device_id\":\"TAG-1\",\"ts\":\"{}\",\"lat\":1e999,\"lon\":0}}]",
+        ping("TAG-1", &t(30), 51.5, -0.1),
+        t(31)
+    );
+    let r = app
+        .post_raw("/v1/pings", &device, "application/json", body.into_bytes())
+        .await;
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["accepted"].as_u64(), v["rejected"][0]["index"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+
+    // a gateway may post for any registered device, not for unknown ones
+    let (s, v) = app
+        .post_pings(
+            &gateway,
+            json!([
+                ping("TAG-2", &t(20), 51.5, -0.1),
+                ping("TAG-X", &t(20), 51.5, -0.1)
+            ]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["accepted"], 1);
+    assert_eq!(v["rejected"][0]["index"], 1);
+    assert_eq!(v["rejected"][0]["error"], "unknown device");
+
+    assert_eq!(app.store().count_fixes().await.unwrap(), 5);
+
+    // a body that is not an array → 400 problem+json
+    let r = app
+        .post_raw(
+            "/v1/pings",
+            &device,
+            "application/json",
+            b"{\"device_id\":\"TAG-1\"}".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let r = app
+        .post_raw("/v1/pings", &device, "application/json", b"[{".to_vec())
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+async fn a_retried_batch_is_counted_as_duplicates_and_stored_once(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.subject("GTO-1", None).await;
+    let device = app.device("TAG-1", "GTO-1").await;
+    let batch = json!((0..50)
+        .map(|i| ping("TAG-1", &ago(600 - i), 51.5, -0.1))
+        .collect::<Vec<_>>());
+    let (_, first) = app.post_pings(&device, batch.clone()).await;
+    assert_eq!(
+        (first["accepted"].as_u64(), first["duplicates"].as_u64()),
+        (Some(50), Some(0))
+    );
+    let (_, retry) = app.post_pings(&device, batch).await;
+    assert_eq!(
+        (retry["accepted"].as_u64(), retry["duplicates"].as_u64()),
+        (Some(0), Some(50))
+    );
+    // the same key twice in one batch: the first is stored, the second is a duplicate
+    let ts = ago(5);
+    let (_, v) = app
+        .post_pings(
+            &device,
+            json!([
+                ping("TAG-1", &ts, 51.5, -0.1),
+                ping("TAG-1", &ts, 51.6, -0.2)
+            ]),
+        )
+        .await;
+    assert_eq!(
+        (v["accepted"].as_u64(), v["duplicates"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(app.store().count_fixes().await.unwrap(), 51);
+    // concurrent retries of the same batch still store it once
+    let batch = json!((0..200)
+        .map(|i| ping("TAG-1", &ago(3000 - i), 51.5, -0.1))
+        .collect::<Vec<_>>());
+    let posts = (0..8).map(|_| app.post_pings(&device, batch.clone()));
+    let results = futures::future::join_all(posts).await;
+    let accepted: u64 = results
+        .iter()
+        .map(|(_, v)| v["accepted"].as_u64().unwrap())
+        .sum();
+    let dups: u64 = results
+        .iter()
+        .map(|(_, v)| v["duplicates"].as_u64().unwrap())
+        .sum();
+    assert_eq!((accepted, dups), (200, 7 * 200));
+    assert_eq!(app.store().count_fixes().await.unwrap(), 251);
+}
+
+async fn ndjson_items_are_indexed_by_line_number(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.subject("GTO-1", None).await;
+    let device = app.device("TAG-1", "GTO-1").await;
+    let body = format!(
+        "{}\n{{not json\n{}\n{}\n",
+        ping("TAG-1", &ago(3), 51.5, -0.1),
+        json!({"device_id": "TAG-1", "ts": ago(2), "lat": 95, "lon": 0}),
+        ping("TAG-1", &ago(1), 51.5, -0.1),
+    );
+    let r = app
+        .post_raw(
+            "/v1/pings",
+            &device,
+            "application/x-ndjson",
+            body.into_bytes(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["accepted"], 2);
+    let idx: Vec<u64> = v["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(idx, vec![1, 2]);
+    let r = app
+        .post_raw(
+            "/v1/pings",
+            &device,
+            "application/x-ndjson",
+            b"garbage\nmore garbage\n".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+async fn bodies_and_batches_over_the_limits_get_413(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.max_body_bytes = 4096;
+        s.max_batch = 10;
+        s.queue_pings = 100;
+    })
+    .await;
+    app.subject("GTO-1", None).await;
+    let device = app.device("TAG-1", "GTO-1").await;
+    let big = json!((0..100)
+        .map(|i| ping("TAG-1", &ago(600 - i), 51.5, -0.1))
+        .collect::<Vec<_>>());
+    let r = app
+        .post_raw(
+            "/v1/pings",
+            &device,
+            "application/json",
+            serde_json::to_vec(&big).unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let eleven = json!((0..11)
+        .map(|i| ping("TAG-1", &ago(600 - i), 51.5, -0.1))
+        .collect::<Vec<_>>());
+    let (s, v) = app.post_pings(&device, eleven).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(v["detail"].as_str().unwrap().contains("at most 10"));
+    let ten = json!((0..10)
+        .map(|i| ping("TAG-1", &ago(600 - i), 51.5, -0.1))
+        .collect::<Vec<_>>());
+    let (s, v) = app.post_pings(&device, ten).await;
+    assert_eq!((s, v["accepted"].as_u64()), (StatusCode::OK, Some(10)));
+    assert_eq!(app.store().count_fixes().await.unwrap(), 10);
+}
+
+async fn osmand_reports_are_stored_for_the_token_holders_device_only(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.subject("GTO-1", None).await;
+    app.subject("GTO-2", None).await;
+    let device = app.device("TAG-1", "GTO-1").await;
+    app.device("TAG-2", "GTO-2").await;
+    let unix = chrono::Utc::now().timestamp() - 30;
+    let q = |id: &str, token: &str, ts: String| {
+        format!("/osmand?id={id}&lat=51.5074&lon=-0.1278&timestamp={ts}&hdop=1.2&batt=80&speed=3&bearing=90&token={token}")
+    };
+    let (s, _) = app
+        .call(
+            Method::GET,
+            &q("TAG-1", &device, unix.to_string()),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = app
+        .call(
+            Method::POST,
+            &q("TAG-1", &device, (unix * 1000 + 1500).to_string()),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // bearer header instead of the token parameter, RFC 3339 time
+    let path = format!(
+        "/osmand?id=TAG-1&lat=51.5&lon=-0.12&timestamp={}",
+        ago(5).replace('+', "%2B")
+    );
+    let (s, _) = app.call(Method::GET, &path, Some(&device), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = app
+        .call(
+            Method::GET,
+            &q("TAG-1", "tw_bad", unix.to_string()),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = app
+        .call(
+            Method::GET,
+            &q("TAG-2", &device, unix.to_string()),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = app
+        .call(
+            Method::GET,
+            "/osmand?id=TAG-1&lat=99&lon=0&token=".to_owned().as_str(),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = app
+        .call(
+            Method::GET,
+            &format!("/osmand?id=TAG-1&lat=99&lon=0&timestamp={unix}&token={device}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    let dev = app
+        .running
+        .as_ref()
+        .unwrap()
+        .state
+        .registry
+        .device("TAG-1")
+        .unwrap();
+    let fixes = app.store().device_fixes(dev.pk, 0, i64::MAX).await.unwrap();
+    assert_eq!(fixes.len(), 3);
+    assert_eq!(fixes[0].lat_e7, Some(515_074_000));
+    assert_eq!(fixes[0].accuracy_m, Some(6.0)); // hdop 1.2 × 5 m
+    assert!((fixes[0].speed_mps.unwrap() - 1.543).abs() < 0.01); // 3 knots
+    assert_eq!(fixes[1].ts - fixes[0].ts, 1_500_000);
+}
+
+async fn a_reassigned_device_keeps_each_fix_with_the_subject_it_was_attributed_to(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    app.subject("GTO-1", None).await;
+    app.subject("GTO-2", None).await;
+    let device = app.device("TAG-1", "GTO-1").await;
+    let (_, v) = app
+        .post_pings(&device, json!([ping("TAG-1", &ago(60), 51.5, -0.1)]))
+        .await;
+    assert_eq!(v["accepted"], 1);
+    let (s, v) = app
+        .call(
+            Method::PUT,
+            "/v1/devices/TAG-1/subject",
+            Some(&app.admin_token),
+            Some(json!({"subject_id": "GTO-2"})),
+        )
+        .await;
+    assert_eq!(
+        (s, v["subject_id"].as_str()),
+        (StatusCode::OK, Some("GTO-2"))
+    );
+    let (_, v) = app
+        .post_pings(&device, json!([ping("TAG-1", &ago(1), 51.5, -0.1)]))
+        .await;
+    assert_eq!(v["accepted"], 1);
+    let (s, _) = app
+        .call(
+            Method::PUT,
+            "/v1/devices/TAG-404/subject",
+            Some(&app.admin_token),
+            Some(json!({"subject_id": "GTO-2"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = app
+        .call(
+            Method::PUT,
+            "/v1/devices/TAG-1/subject",
+            Some(&app.admin_token),
+            Some(json!({"subject_id": "GTO-404"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let s1 = app.store().subject("GTO-1").await.unwrap().unwrap().pk;
+    let s2 = app.store().subject("GTO-2").await.unwrap().unwrap().pk;
+    let dev = app
+        .running
+        .as_ref()
+        .unwrap()
+        .state
+        .registry
+        .device("TAG-1")
+        .unwrap();
+    let fixes = app.store().device_fixes(dev.pk, 0, i64::MAX).await.unwrap();
+    let subjects: Vec<Option<i64>> = fixes.iter().map(|f| f.subject_pk).collect();
+    assert_eq!(subjects, vec![Some(s1), Some(s2)]);
+    // duplicates and conflicts are refused with 409, bad ids with 422
+    let (s, _) = app
+        .post("/v1/subjects", &app.admin_token, json!({"id": "GTO-1"}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = app
+        .post("/v1/subjects", &app.admin_token, json!({"id": "GTO 1"}))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = app
+        .post(
+            "/v1/subjects",
+            &app.admin_token,
+            json!({"id": "GTO-3", "timezone": "Mars/Olympus"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = app
+        .post(
+            "/v1/devices",
+            &app.admin_token,
+            json!({"id": "TAG-1", "subject_id": "GTO-2"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+}
+
+async fn an_overloaded_queue_answers_429_with_retry_after_and_loses_nothing_acknowledged(
+    backend: Backend,
+) {
+    let app = spawn_app_with(backend, |s| {
+        s.max_batch = 50;
+        s.queue_pings = 50;
+    })
+    .await;
+    app.subject("GTO-1", None).await;
+    let device = app.device("TAG-1", "GTO-1").await;
+    let reqs = (0..40).map(|k| {
+        let batch = json!((0..50)
+            .map(|i| ping("TAG-1", &ago(10_000 - k * 60 - i), 51.5, -0.1))
+            .collect::<Vec<_>>());
+        let body = serde_json::to_vec(&batch).unwrap();
+        app.post_raw("/v1/pings", &device, "application/json", body)
+    });
+    let mut accepted = 0;
+    for r in futures::future::join_all(reqs).await {
+        match r.status() {
+            StatusCode::OK => {
+                accepted += r.json::<serde_json::Value>().await.unwrap()["accepted"]
+                    .as_i64()
+                    .unwrap()
+            }
+            StatusCode::TOO_MANY_REQUESTS => assert!(r.headers().contains_key("retry-after")),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(app.store().count_fixes().await.unwrap(), accepted);
+}
