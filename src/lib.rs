@@ -7,6 +7,8 @@
 //! - [`store`]: SQLite and PostgreSQL persistence; the only module with SQL.
 //! - [`ingest`]: parse → bounded queue → group commit → acknowledgement.
 //! - [`registry`]: in-memory caches of tokens and device assignments.
+//! - [`query`]: lawful-query maths (location-at-time, crime-scene, H3 cover, crime CSV); pure.
+//! - [`audit`]: the audit hash chain (canonical encoding, seal, verify); pure.
 //! - [`api`]: axum routers, one file per resource; the only module that knows HTTP.
 //! - [`error`]: the API error type and its problem+json mapping.
 //! - [`metrics`]: Prometheus metrics.
@@ -15,6 +17,7 @@
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod geodesy;
@@ -22,6 +25,7 @@ pub mod ingest;
 pub mod loadgen;
 pub mod metrics;
 pub mod model;
+pub mod query;
 pub mod registry;
 pub mod store;
 pub mod token;

@@ -44,13 +44,8 @@ pub struct IngestResult {
     pub rejected: Vec<Rejected>,
 }
 
-/// The H3 resolution of the fix cell stored for the spatial-temporal index.
-pub const FIX_CELL_RESOLUTION: h3o::Resolution = h3o::Resolution::Nine;
-
 fn cell_of(lat: f64, lon: f64) -> Option<i64> {
-    h3o::LatLng::new(lat, lon)
-        .ok()
-        .map(|ll| u64::from(ll.to_cell(FIX_CELL_RESOLUTION)) as i64)
+    crate::query::cells::fix_cell(crate::geodesy::LatLon::new(lat, lon)).ok()
 }
 
 fn row_of(fix: &Fix, device_pk: i64, subject_pk: Option<i64>, received_at: i64) -> FixRow {

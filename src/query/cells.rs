@@ -1,0 +1,463 @@
+//! The cell maths of the crime-scene index: which H3 cells to store with a fix or a long
+//! segment, and which cells to look up for a scene, such that no match is ever missed.
+//!
+//! ## The index (the store keeps two tables; this module only computes the cells)
+//! - every positioned fix: `(fix_cell, ts)` with [`fix_cell`] at [`FIX_RES`] (res 9);
+//! - every **long** linked segment (straight length > [`LONG_SEGMENT_M`], see
+//!   [`is_long_segment`]): one row `(coarse cell, t0, t1, device)` per cell of
+//!   [`segment_cells`] at [`COARSE_RES`] (res 7).
+//!
+//! A crime-scene query takes [`scene_cover`]`(center, radius_m)` and gathers the devices
+//! that have a fix in a `fine` cell with `ts ∈ [from − max_gap, to + max_gap]`, or a long
+//! segment in a `coarse` cell whose `[t0, t1]` meets `[from, to]`; it then loads those
+//! devices' fixes over `[from − max_gap, to + max_gap]` and runs
+//! [`scene_matches`](crate::query::scene::scene_matches) on them.
+//!
+//! ## Why nothing is missed
+//! A track matches because a fix, or a point `q` of a linked segment, lies within `R`
+//! (= `radius_m`) of the scene.
+//! - A fix within `R` lies in a fine cell meeting the disk of radius `R + T/2` ⊇ disk `R`.
+//! - A segment of length `L ≤ T` through `q`: one endpoint is within `L/2 ≤ T/2` of `q`,
+//!   hence within `R + T/2` of the scene, so that endpoint fix is in a fine cell of the
+//!   cover, and its time lies within `max_gap` of the window because the segment meets it.
+//! - A segment longer than `T`: `q`'s coarse cell is among the segment's cells (every cell
+//!   the line touches) and among the cover's coarse cells (every cell meeting disk `R`).
+//!
+//! Both covers are computed exactly rather than by sampling: a flood fill from the cell
+//! of the start point over H3 neighbours, keeping each cell whose boundary polygon (in a
+//! [`LocalFrame`]) comes within the required distance of the disk centre / the segment.
+//! Cells that meet a convex set are connected through shared edges (in a hexagon tiling
+//! every shared vertex is also on a shared edge), so the flood fill reaches all of them.
+//! [`MARGIN_M`] absorbs the difference between H3's edges (great-circle arcs) and straight
+//! lines in the frame (≤ 4 cm at res 7), and the frame-scale difference between the place
+//! a segment is measured and the scene (≤ 0.2 % of `T/2` for scenes up to 10 km away).
+//!
+//! ## Choices
+//! - **Fine res 9** (mean hexagon 0.105 km², edge ≈ 174 m): the disk of a typical scene
+//!   (100–500 m, plus `T/2`) needs 10–40 cells, each holding a city block's worth of fixes
+//!   per time range. Res 10 (edge 66 m) would need about 7× more cells per query for little
+//!   gain in selectivity, res 8 (edge 461 m) would scan about 7× more fixes per cell.
+//! - **`T` = 500 m**: at the usual 30–60 s reporting interval, walking, cycling and most
+//!   urban driving produce segments shorter than 500 m, so few segments need coarse rows,
+//!   while the fine disk grows by only 250 m.
+//! - **Coarse res 7** (mean 5.16 km², edge ≈ 1.22 km): a long segment (500 m to a few km)
+//!   touches 1–6 cells; a scene disk 1–4. Res 6 would put far more unrelated segments in
+//!   each looked-up cell.
+//!
+//! Cell ids are stored as `i64`: an H3 index is a `u64` whose top (reserved) bit is always
+//! 0, so the value is positive and round-trips.
+//!
+//! The maths assumes London-scale geography: no antimeridian, no poles, no pentagons
+//! (all twelve H3 pentagons are at sea).
+
+use std::collections::{BTreeSet, VecDeque};
+
+use h3o::{CellIndex, LatLng, Resolution};
+
+use super::planar::{segment_ring, Pt};
+use crate::geodesy::{distance_m, LatLon, LocalFrame};
+
+/// Resolution of the cell stored with every fix.
+pub const FIX_RES: Resolution = Resolution::Nine;
+/// Resolution of the cells stored with every long segment.
+pub const COARSE_RES: Resolution = Resolution::Seven;
+/// Segments longer than this (metres) get coarse-cell rows; shorter ones are found through
+/// their endpoints by widening the fine cover by `T/2`.
+pub const LONG_SEGMENT_M: f64 = 500.0;
+/// Slack added to every cover distance (see the module doc).
+pub const MARGIN_M: f64 = 2.0;
+/// Largest scene radius a cover is computed for: about 3,000 fine cells at 10 km. Larger
+/// radii are a different kind of query (and a disproportionate one); the API rejects them.
+pub const MAX_COVER_RADIUS_M: f64 = 10_000.0;
+/// Longest segment cells are computed for. 1,000 km in at most `max_gap_s` is no journey
+/// but a position glitch; the caller logs it and indexes no coarse rows for it.
+pub const MAX_SEGMENT_M: f64 = 1_000_000.0;
+/// Long segments are covered piece by piece so that each piece is measured in a frame
+/// centred on itself (the frame's error stays far below [`MARGIN_M`]).
+const PIECE_M: f64 = 5_000.0;
+/// Guard against a runaway flood fill (a bug, not data, could cause one).
+const MAX_CELLS: usize = 200_000;
+
+/// Why cells could not be computed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CellError {
+    #[error("position ({lat}, {lon}) is not a valid WGS84 latitude/longitude")]
+    InvalidPosition { lat: f64, lon: f64 },
+    #[error("radius {radius_m} m is not in [0, {MAX_COVER_RADIUS_M}] m")]
+    InvalidRadius { radius_m: f64 },
+    #[error("segment of {length_m} m is longer than {MAX_SEGMENT_M} m")]
+    SegmentTooLong { length_m: f64 },
+    #[error("cell cover exceeded {MAX_CELLS} cells")]
+    CoverTooLarge,
+}
+
+/// Cells to look up for a crime-scene query (sorted, no duplicates).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SceneCover {
+    /// [`FIX_RES`] cells meeting the disk of radius `radius_m + LONG_SEGMENT_M / 2`.
+    pub fine: Vec<i64>,
+    /// [`COARSE_RES`] cells meeting the disk of radius `radius_m`.
+    pub coarse: Vec<i64>,
+}
+
+fn to_latlng(p: LatLon) -> Result<LatLng, CellError> {
+    LatLng::new(p.lat, p.lon).map_err(|_| CellError::InvalidPosition {
+        lat: p.lat,
+        lon: p.lon,
+    })
+}
+
+/// The stored form of a cell id (see the module doc).
+pub fn cell_to_i64(cell: CellIndex) -> i64 {
+    // The reserved top bit of every valid H3 index is 0, so this never wraps.
+    u64::from(cell) as i64
+}
+
+/// The cell of a stored id, if it is one.
+pub fn cell_from_i64(id: i64) -> Option<CellIndex> {
+    u64::try_from(id)
+        .ok()
+        .and_then(|v| CellIndex::try_from(v).ok())
+}
+
+/// The [`FIX_RES`] cell of a fix position.
+pub fn fix_cell(p: LatLon) -> Result<i64, CellError> {
+    Ok(cell_to_i64(to_latlng(p)?.to_cell(FIX_RES)))
+}
+
+/// Whether the segment `a`–`b` needs coarse-cell rows (is longer than [`LONG_SEGMENT_M`]).
+pub fn is_long_segment(a: LatLon, b: LatLon) -> bool {
+    distance_m(midpoint(a, b), a) * 2.0 > LONG_SEGMENT_M
+}
+
+fn midpoint(a: LatLon, b: LatLon) -> LatLon {
+    LatLon::new((a.lat + b.lat) / 2.0, (a.lon + b.lon) / 2.0)
+}
+
+/// Every [`COARSE_RES`] cell the straight segment `a`–`b` passes through (sorted). Only
+/// meant for long segments, but correct for any.
+pub fn segment_cells(a: LatLon, b: LatLon) -> Result<Vec<i64>, CellError> {
+    to_latlng(a)?;
+    to_latlng(b)?;
+    let length_m = distance_m(midpoint(a, b), a) * 2.0;
+    if !length_m.is_finite() || length_m > MAX_SEGMENT_M {
+        return Err(CellError::SegmentTooLong { length_m });
+    }
+    let pieces = (length_m / PIECE_M).ceil().max(1.0) as usize;
+    let at = |i: usize| {
+        let s = i as f64 / pieces as f64;
+        LatLon::new(a.lat + s * (b.lat - a.lat), a.lon + s * (b.lon - a.lon))
+    };
+    let mut cells = BTreeSet::new();
+    for i in 0..pieces {
+        let (p, q) = (at(i), at(i + 1));
+        let frame = LocalFrame::new(midpoint(p, q));
+        let (pxy, qxy) = (frame.to_xy(p), frame.to_xy(q));
+        let start = to_latlng(p)?.to_cell(COARSE_RES);
+        cells.extend(flood(start, &frame, |ring| {
+            segment_ring(pxy, qxy, ring) <= MARGIN_M
+        })?);
+    }
+    Ok(cells.into_iter().map(cell_to_i64).collect())
+}
+
+/// The cells to look up for a scene of `radius_m` around `center` (see [`SceneCover`]).
+pub fn scene_cover(center: LatLon, radius_m: f64) -> Result<SceneCover, CellError> {
+    if !(radius_m.is_finite() && (0.0..=MAX_COVER_RADIUS_M).contains(&radius_m)) {
+        return Err(CellError::InvalidRadius { radius_m });
+    }
+    let ll = to_latlng(center)?;
+    let frame = LocalFrame::new(center);
+    let disk = |res: Resolution, r: f64| -> Result<Vec<i64>, CellError> {
+        let cells = flood(ll.to_cell(res), &frame, |ring| {
+            segment_ring((0.0, 0.0), (0.0, 0.0), ring) <= r + MARGIN_M
+        })?;
+        Ok(cells.into_iter().map(cell_to_i64).collect())
+    };
+    Ok(SceneCover {
+        fine: disk(FIX_RES, radius_m + LONG_SEGMENT_M / 2.0)?,
+        coarse: disk(COARSE_RES, radius_m)?,
+    })
+}
+
+/// Breadth-first flood fill from `start` over neighbouring cells whose boundary (projected
+/// in `frame`) satisfies `hits`. `start` is always kept: it contains the start point.
+fn flood(
+    start: CellIndex,
+    frame: &LocalFrame,
+    hits: impl Fn(&[Pt]) -> bool,
+) -> Result<BTreeSet<CellIndex>, CellError> {
+    let mut kept = BTreeSet::from([start]);
+    let mut seen = BTreeSet::from([start]);
+    let mut queue = VecDeque::from([start]);
+    while let Some(cell) = queue.pop_front() {
+        for n in cell.grid_disk::<Vec<_>>(1) {
+            if !seen.insert(n) {
+                continue;
+            }
+            let ring: Vec<Pt> = n
+                .boundary()
+                .iter()
+                .map(|v| frame.to_xy(LatLon::new(v.lat(), v.lng())))
+                .collect();
+            if hits(&ring) {
+                kept.insert(n);
+                if kept.len() > MAX_CELLS {
+                    return Err(CellError::CoverTooLarge);
+                }
+                queue.push_back(n);
+            }
+        }
+    }
+    Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::scene::{scene_matches, SceneQuery};
+    use crate::query::{linked, QFix, QueryConfig, US_PER_S};
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    const LONDON: LatLon = LatLon::new(51.5074, -0.1278);
+
+    fn cell_of(p: LatLon, res: Resolution) -> i64 {
+        LatLng::new(p.lat, p.lon)
+            .map(|ll| cell_to_i64(ll.to_cell(res)))
+            .unwrap_or(-1)
+    }
+
+    /// A uniformly random point within `r` metres of `c`.
+    fn random_in_disk(rng: &mut StdRng, c: LatLon, r: f64) -> LatLon {
+        let f = LocalFrame::new(c);
+        let rho = r * rng.gen::<f64>().sqrt();
+        let th = rng.gen_range(0.0..std::f64::consts::TAU);
+        f.to_latlon(rho * th.cos(), rho * th.sin())
+    }
+
+    fn random_london_point(rng: &mut StdRng) -> LatLon {
+        random_in_disk(rng, LONDON, 25_000.0)
+    }
+
+    #[test]
+    fn a_cell_id_round_trips_through_i64_and_is_positive() {
+        let id = fix_cell(LONDON).unwrap_or(-1);
+        assert!(id > 0);
+        let cell = cell_from_i64(id);
+        assert_eq!(cell.map(|c| c.resolution()), Some(FIX_RES));
+        assert_eq!(cell_from_i64(-5), None);
+    }
+
+    #[test]
+    fn an_impossible_position_has_no_cell() {
+        assert!(matches!(
+            fix_cell(LatLon::new(f64::NAN, 0.0)),
+            Err(CellError::InvalidPosition { .. })
+        ));
+    }
+
+    #[test]
+    fn scene_cover_rejects_negative_huge_and_nan_radii() {
+        for r in [-1.0, f64::NAN, f64::INFINITY, MAX_COVER_RADIUS_M + 1.0] {
+            assert!(matches!(
+                scene_cover(LONDON, r),
+                Err(CellError::InvalidRadius { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn scene_cover_misses_no_cell_of_random_points_in_the_disks() {
+        let mut rng = StdRng::seed_from_u64(0x5ce7e);
+        for _ in 0..60 {
+            let c = random_london_point(&mut rng);
+            let r = rng.gen_range(0.0..1500.0);
+            let cover = scene_cover(c, r).unwrap_or(SceneCover {
+                fine: vec![],
+                coarse: vec![],
+            });
+            for _ in 0..500 {
+                let p = random_in_disk(&mut rng, c, r + LONG_SEGMENT_M / 2.0);
+                assert!(cover.fine.binary_search(&cell_of(p, FIX_RES)).is_ok());
+                let p = random_in_disk(&mut rng, c, r);
+                assert!(cover.coarse.binary_search(&cell_of(p, COARSE_RES)).is_ok());
+            }
+            // Points on the rim are the hardest case.
+            let f = LocalFrame::new(c);
+            for k in 0..720 {
+                let th = k as f64 * std::f64::consts::TAU / 720.0;
+                let rim = |rr: f64| f.to_latlon(rr * th.cos(), rr * th.sin());
+                let p = rim(r + LONG_SEGMENT_M / 2.0);
+                assert!(cover.fine.binary_search(&cell_of(p, FIX_RES)).is_ok());
+                assert!(cover
+                    .coarse
+                    .binary_search(&cell_of(rim(r), COARSE_RES))
+                    .is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn scene_cover_is_small_for_typical_radii() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for (r, max_fine, max_coarse) in [(100.0, 20, 4), (500.0, 45, 5)] {
+            let (mut worst, mut total) = ((0, 0), (0, 0));
+            let n = 200;
+            for _ in 0..n {
+                let c = random_london_point(&mut rng);
+                let cover = scene_cover(c, r).unwrap_or(SceneCover {
+                    fine: vec![],
+                    coarse: vec![],
+                });
+                worst = (
+                    worst.0.max(cover.fine.len()),
+                    worst.1.max(cover.coarse.len()),
+                );
+                total = (total.0 + cover.fine.len(), total.1 + cover.coarse.len());
+            }
+            println!(
+                "radius {r} m: fine mean {:.1} max {}, coarse mean {:.1} max {}",
+                total.0 as f64 / n as f64,
+                worst.0,
+                total.1 as f64 / n as f64,
+                worst.1
+            );
+            assert!(
+                worst.0 <= max_fine && worst.1 <= max_coarse,
+                "{r}: {worst:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn segment_cells_contain_every_cell_the_line_passes_through() {
+        let mut rng = StdRng::seed_from_u64(0x5e6);
+        for _ in 0..80 {
+            let a = random_london_point(&mut rng);
+            let b = random_in_disk(&mut rng, a, 20_000.0);
+            let cells = segment_cells(a, b).unwrap_or_default();
+            // Sample every ~2 m along the line (linear in lat/lon, as the path is).
+            let n = (distance_m(a, b) / 2.0).ceil().max(1.0) as usize;
+            for i in 0..=n {
+                let s = i as f64 / n as f64;
+                let p = LatLon::new(a.lat + s * (b.lat - a.lat), a.lon + s * (b.lon - a.lon));
+                assert!(
+                    cells.binary_search(&cell_of(p, COARSE_RES)).is_ok(),
+                    "{p:?} of {a:?}–{b:?}"
+                );
+            }
+            // Tight: a 20 km line at res 7 (edge 1.2 km) touches tens of cells, not hundreds.
+            assert!(cells.len() <= 10 + (distance_m(a, b) / 600.0) as usize);
+        }
+    }
+
+    #[test]
+    fn a_short_segment_inside_one_cell_has_exactly_that_cell() {
+        let cells = segment_cells(LONDON, LONDON).unwrap_or_default();
+        assert_eq!(cells, vec![cell_of(LONDON, COARSE_RES)]);
+    }
+
+    #[test]
+    fn an_absurdly_long_segment_is_refused() {
+        assert!(matches!(
+            segment_cells(LatLon::new(51.5, -0.1), LatLon::new(41.0, 12.0)),
+            Err(CellError::SegmentTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn only_segments_longer_than_500_m_are_long() {
+        let f = LocalFrame::new(LONDON);
+        assert!(!is_long_segment(LONDON, f.to_latlon(0.0, 499.0)));
+        assert!(is_long_segment(LONDON, f.to_latlon(0.0, 501.0)));
+    }
+
+    /// The index answer (candidate devices) contains every device a scan of all fixes
+    /// matches: random fleets and scenes from a fixed seed, index against brute force.
+    #[test]
+    fn index_candidates_include_every_brute_force_match() {
+        let mut rng = StdRng::seed_from_u64(0xc0ffee);
+        let cfg = QueryConfig::default();
+        let t0 = 1_700_000_000 * US_PER_S;
+        for _round in 0..20 {
+            let centre = random_london_point(&mut rng);
+            let f = LocalFrame::new(centre);
+            // 40 devices wandering around the centre, some fast, with irregular gaps.
+            let mut fixes = Vec::new();
+            for device in 0..40 {
+                let (mut x, mut y): (f64, f64) = (
+                    rng.gen_range(-3000.0..3000.0),
+                    rng.gen_range(-3000.0..3000.0),
+                );
+                let speed = [1.5, 5.0, 15.0, 40.0][device as usize % 4];
+                let mut t = t0 + rng.gen_range(0..600) * US_PER_S;
+                for _ in 0..30 {
+                    fixes.push(QFix {
+                        device,
+                        subject: device,
+                        ts_us: t,
+                        pos: f.to_latlon(x, y),
+                        accuracy_m: 10.0,
+                    });
+                    let dt = [30, 60, 120, 400][rng.gen_range(0..4)];
+                    let th = rng.gen_range(0.0..std::f64::consts::TAU);
+                    x += speed * dt as f64 * th.cos();
+                    y += speed * dt as f64 * th.sin();
+                    t += dt * US_PER_S;
+                }
+            }
+            // The "store": fix cells, and coarse rows of long linked segments.
+            let fix_rows: Vec<(i64, i64, i64)> = fixes
+                .iter()
+                .map(|q| (fix_cell(q.pos).unwrap_or(-1), q.ts_us, q.device))
+                .collect();
+            let mut seg_rows: Vec<(i64, i64, i64, i64)> = Vec::new();
+            for w in fixes.windows(2) {
+                if linked(&w[0], &w[1], &cfg) && is_long_segment(w[0].pos, w[1].pos) {
+                    for c in segment_cells(w[0].pos, w[1].pos).unwrap_or_default() {
+                        seg_rows.push((c, w[0].ts_us, w[1].ts_us, w[0].device));
+                    }
+                }
+            }
+            for _ in 0..10 {
+                let scene = SceneQuery {
+                    center: random_in_disk(&mut rng, centre, 2000.0),
+                    radius_m: rng.gen_range(20.0..600.0),
+                    from_us: t0 + rng.gen_range(0..3600) * US_PER_S,
+                    to_us: 0,
+                };
+                let scene = SceneQuery {
+                    to_us: scene.from_us + rng.gen_range(0..1800) * US_PER_S,
+                    ..scene
+                };
+                let cover = scene_cover(scene.center, scene.radius_m).unwrap_or(SceneCover {
+                    fine: vec![],
+                    coarse: vec![],
+                });
+                let gap = cfg.max_gap_us();
+                let mut candidates: BTreeSet<i64> = fix_rows
+                    .iter()
+                    .filter(|(c, ts, _)| {
+                        cover.fine.binary_search(c).is_ok()
+                            && scene.from_us - gap <= *ts
+                            && *ts <= scene.to_us + gap
+                    })
+                    .map(|r| r.2)
+                    .collect();
+                candidates.extend(
+                    seg_rows
+                        .iter()
+                        .filter(|(c, a, b, _)| {
+                            cover.coarse.binary_search(c).is_ok()
+                                && *a <= scene.to_us
+                                && scene.from_us <= *b
+                        })
+                        .map(|r| r.3),
+                );
+                for m in scene_matches(&fixes, &scene, &cfg) {
+                    assert!(candidates.contains(&m.device), "missed {m:?}");
+                }
+            }
+        }
+    }
+}
