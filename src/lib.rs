@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`config`]: settings from flags and environment, validated once.
 //! - [`model`]: plain domain types (ids, fixes, roles, time) with validation; no I/O.
+//! - [`engine`]: the compliance engine — zone index, schedules, rule state machines, replay; pure.
 //! - [`geodesy`]: local metric projection on WGS84 for distances in metres.
 //! - [`store`]: SQLite and PostgreSQL persistence; the only module with SQL.
 //! - [`ingest`]: parse → bounded queue → group commit → acknowledgement.
@@ -19,6 +20,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod geodesy;
 pub mod ingest;
