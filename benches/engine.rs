@@ -1,3 +1,4 @@
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 //! Compliance-engine throughput on one core: 10,000 subjects × 4 zones (12–60-vertex
 //! polygons around London, fixed seed; one of the four is a 19:00–07:00 home curfew), one
 //! tag per subject random-walking around its zones.
