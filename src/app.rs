@@ -11,6 +11,8 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppState};
 use crate::config::Settings;
+use crate::engine::EngineConfig;
+use crate::ingest::monitor::Monitor;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -29,6 +31,7 @@ impl Running {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
+        self.state.monitor.stop();
     }
 
     /// Waits until the server stops by itself (or `stop` is called elsewhere).
@@ -49,16 +52,40 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         .with_context(|| format!("opening the {} store", backend_name(&settings.database_url)))?;
     let registry = Registry::load(&store.users().await?, &store.devices().await?);
     let metrics = Metrics::new();
-    let (ingest, _writer) =
-        Ingest::start(store.clone(), settings.queue_pings, metrics.clone(), None);
+    let monitor = Monitor::start(store.clone(), engine_config(&settings), metrics.clone())
+        .await
+        .context("rebuilding the compliance engine's state")?;
+    // bounded: if evaluation falls behind, the writer waits and the ingest queue fills (429)
+    let (committed_tx, committed_rx) = tokio::sync::mpsc::channel(64);
+    let (ingest, _writer) = Ingest::start(
+        store.clone(),
+        settings.queue_pings,
+        metrics.clone(),
+        Some(committed_tx),
+    );
+    monitor.clone().spawn(
+        committed_rx,
+        std::time::Duration::from_secs(settings.sweep_interval_s),
+    );
     Ok(AppState {
         settings: Arc::new(settings),
         store,
         registry: Arc::new(registry),
         ingest,
+        monitor,
         metrics,
         ready: Arc::new(AtomicBool::new(false)),
     })
+}
+
+/// The engine's settings from the service's.
+pub fn engine_config(s: &Settings) -> EngineConfig {
+    EngineConfig {
+        no_fix_s: s.no_fix_s,
+        comms_loss_s: s.comms_loss_s,
+        horizon_s: s.horizon_s,
+        ..EngineConfig::default()
+    }
 }
 
 fn backend_name(url: &str) -> &'static str {

@@ -3,6 +3,7 @@
 //!
 //! This is the only module that knows HTTP.
 
+pub mod alerts;
 pub mod auth;
 pub mod devices;
 pub mod openapi;
@@ -10,6 +11,7 @@ pub mod ops;
 pub mod pings;
 pub mod subjects;
 pub mod users;
+pub mod zones;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use utoipa::ToSchema;
 
 use crate::config::Settings;
 use crate::error::ApiError;
+use crate::ingest::monitor::Monitor;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -35,6 +38,8 @@ pub struct AppState {
     pub store: Store,
     pub registry: Arc<Registry>,
     pub ingest: Ingest,
+    /// The compliance engine's shell (zones, alerts, SSE).
+    pub monitor: Monitor,
     pub metrics: Metrics,
     /// Set once the engine has rebuilt its state (readiness).
     pub ready: Arc<AtomicBool>,
@@ -75,6 +80,8 @@ pub fn router(state: AppState) -> Router {
         .merge(subjects::router())
         .merge(devices::router())
         .merge(pings::router(max_body))
+        .merge(zones::router())
+        .merge(alerts::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)

@@ -24,6 +24,8 @@ impl Modify for Bearer {
         super::subjects::create, super::subjects::show, super::subjects::list,
         super::devices::create, super::devices::reassign,
         super::pings::post_pings, super::pings::osmand,
+        super::zones::create, super::zones::list, super::zones::remove, super::zones::create_absence, super::zones::boroughs,
+        super::alerts::list, super::alerts::show, super::alerts::acknowledge, super::alerts::close, super::alerts::stream,
         super::ops::healthz, super::ops::readyz, super::ops::metrics, super::ops::openapi,
     ),
     components(schemas(crate::error::Problem, crate::model::Role, crate::model::FixSource))

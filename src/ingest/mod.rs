@@ -13,6 +13,7 @@
 //! - a `(device, ts)` seen twice, in one group or already stored, is stored once; the
 //!   engine receives only fixes that were actually inserted.
 
+pub mod monitor;
 pub mod parse;
 
 use std::collections::HashMap;

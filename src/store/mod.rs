@@ -5,11 +5,13 @@
 //! Each table's queries live in one file per backend. Methods take plain rows and return plain
 //! rows; callers never see SQL or a driver type.
 
+mod compliance;
 mod postgres;
 mod sqlite;
 
 use crate::model::Micros;
 
+pub use compliance::{AbsenceRow, AlertEventRow, AlertFilter, AlertRow, NewZone, ZoneRow};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

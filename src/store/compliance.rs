@@ -1,0 +1,505 @@
+//! Zones, absences and alerts on both stores.
+//!
+//! These tables are small and written at human rates, so one body of SQL serves both
+//! backends: statements are written with `?` placeholders and numbered (`$1`, `$2`, …) for
+//! PostgreSQL by [`sql`]; every column is `BIGINT`/`INTEGER` or `TEXT` so rows decode the same.
+
+use std::borrow::Cow;
+
+use sqlx::Row;
+
+use super::{Result, Store, StoreError};
+use crate::model::Micros;
+
+/// Numbers `?` placeholders for PostgreSQL; SQLite takes them as they are.
+fn sql(store: &Store, s: &'static str) -> Cow<'static, str> {
+    match store {
+        Store::Sqlite(_) => Cow::Borrowed(s),
+        Store::Postgres(_) => {
+            let mut out = String::with_capacity(s.len() + 16);
+            let mut n = 0;
+            for c in s.chars() {
+                if c == '?' {
+                    n += 1;
+                    out.push('$');
+                    out.push_str(&n.to_string());
+                } else {
+                    out.push(c);
+                }
+            }
+            Cow::Owned(out)
+        }
+    }
+}
+
+/// Runs `$body` with `$pool` bound to the backend's pool (the body compiles once per backend).
+macro_rules! with_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match $store {
+            Store::Sqlite(s) => {
+                let $pool = s.pool();
+                $body
+            }
+            Store::Postgres(s) => {
+                let $pool = s.pool();
+                $body
+            }
+        }
+    };
+}
+
+#[derive(Debug, Clone)]
+pub struct NewZone {
+    pub subject_pk: i64,
+    pub kind: String,
+    pub name: String,
+    pub geometry: String,
+    pub schedule: Option<String>,
+    pub grace_s: i64,
+    pub valid_from: Micros,
+    pub valid_to: Option<Micros>,
+    pub created_by: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ZoneRow {
+    pub id: i64,
+    pub subject_pk: i64,
+    pub kind: String,
+    pub name: String,
+    pub geometry: String,
+    pub schedule: Option<String>,
+    pub grace_s: i64,
+    pub valid_from: Micros,
+    pub valid_to: Option<Micros>,
+    pub created_at: Micros,
+}
+
+#[derive(Debug, Clone)]
+pub struct AbsenceRow {
+    pub id: i64,
+    pub subject_pk: i64,
+    pub from_us: Micros,
+    pub to_us: Micros,
+    pub reason: String,
+}
+
+/// An alert as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRow {
+    pub id: i64,
+    pub alert_type: String,
+    pub subject_pk: i64,
+    pub device_pk: i64,
+    pub zone_id: Option<i64>,
+    pub started_at: Micros,
+    pub ended_at: Option<Micros>,
+    pub detected_at: Micros,
+    pub detected_late: bool,
+    pub evidence_count: i64,
+    /// Fix times of the evidence (µs).
+    pub evidence: Vec<i64>,
+    pub status: String,
+    pub outcome: Option<String>,
+    pub note: Option<String>,
+    pub withdrawn_reason: Option<String>,
+    pub updated_at: Micros,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertEventRow {
+    pub id: i64,
+    pub alert_id: i64,
+    pub at: Micros,
+    pub kind: String,
+    pub actor: Option<i64>,
+    pub detail: String,
+}
+
+/// Filters of the alert list; `officer` restricts to that officer's caseload.
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    pub status: Option<String>,
+    pub subject_pk: Option<i64>,
+    pub alert_type: Option<String>,
+    pub since: Option<Micros>,
+    pub officer: Option<i64>,
+    /// Cursor: only alerts with a smaller id (newest first).
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+fn zone_row<R: Row>(r: &R) -> std::result::Result<ZoneRow, sqlx::Error>
+where
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database>,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+{
+    Ok(ZoneRow {
+        id: r.try_get("id")?,
+        subject_pk: r.try_get("subject_pk")?,
+        kind: r.try_get("kind")?,
+        name: r.try_get("name")?,
+        geometry: r.try_get("geometry")?,
+        schedule: r.try_get("schedule")?,
+        grace_s: r.try_get("grace_s")?,
+        valid_from: r.try_get("valid_from")?,
+        valid_to: r.try_get("valid_to")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn alert_row<R: Row>(r: &R) -> std::result::Result<AlertRow, sqlx::Error>
+where
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database>,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+{
+    let evidence: String = r.try_get("evidence")?;
+    Ok(AlertRow {
+        id: r.try_get("id")?,
+        alert_type: r.try_get("type")?,
+        subject_pk: r.try_get("subject_pk")?,
+        device_pk: r.try_get("device_pk")?,
+        zone_id: r.try_get("zone_id")?,
+        started_at: r.try_get("started_at")?,
+        ended_at: r.try_get("ended_at")?,
+        detected_at: r.try_get("detected_at")?,
+        detected_late: r.try_get::<i64, _>("detected_late")? != 0,
+        evidence_count: r.try_get("evidence_count")?,
+        evidence: serde_json::from_str(&evidence).unwrap_or_default(),
+        status: r.try_get("status")?,
+        outcome: r.try_get("outcome")?,
+        note: r.try_get("note")?,
+        withdrawn_reason: r.try_get("withdrawn_reason")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+const ALERT_EVENT_SQL: &str =
+    "INSERT INTO alert_events (alert_id, at, kind, actor, detail) VALUES (?, ?, ?, ?, ?)";
+
+impl Store {
+    pub async fn insert_zone(&self, z: &NewZone) -> Result<ZoneRow> {
+        let q = sql(
+            self,
+            "INSERT INTO zones (subject_pk, kind, name, geometry, schedule, grace_s, valid_from, valid_to, created_at, created_by) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        );
+        let now = crate::model::time::now_micros();
+        with_pool!(self, |pool| {
+            let r = sqlx::query(&q)
+                .bind(z.subject_pk)
+                .bind(&z.kind)
+                .bind(&z.name)
+                .bind(&z.geometry)
+                .bind(&z.schedule)
+                .bind(z.grace_s)
+                .bind(z.valid_from)
+                .bind(z.valid_to)
+                .bind(now)
+                .bind(z.created_by)
+                .fetch_one(pool)
+                .await?;
+            Ok(zone_row(&r)?)
+        })
+    }
+
+    /// Every zone, ended ones included (replays need the zones valid at each fix's time).
+    pub async fn zones(&self) -> Result<Vec<ZoneRow>> {
+        with_pool!(self, |pool| {
+            let rows = sqlx::query("SELECT * FROM zones ORDER BY id")
+                .fetch_all(pool)
+                .await?;
+            Ok(rows
+                .iter()
+                .map(zone_row)
+                .collect::<std::result::Result<_, _>>()?)
+        })
+    }
+
+    pub async fn zone(&self, id: i64) -> Result<Option<ZoneRow>> {
+        let q = sql(self, "SELECT * FROM zones WHERE id = ?");
+        with_pool!(self, |pool| {
+            let r = sqlx::query(&q).bind(id).fetch_optional(pool).await?;
+            Ok(r.as_ref().map(zone_row).transpose()?)
+        })
+    }
+
+    /// Ends a zone's validity at `at` (never erases it). Returns false if already ended.
+    pub async fn end_zone(&self, id: i64, at: Micros) -> Result<bool> {
+        let q = sql(
+            self,
+            "UPDATE zones SET valid_to = ? WHERE id = ? AND (valid_to IS NULL OR valid_to > ?)",
+        );
+        with_pool!(self, |pool| {
+            let done = sqlx::query(&q)
+                .bind(at)
+                .bind(id)
+                .bind(at)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    pub async fn insert_absence(
+        &self,
+        subject_pk: i64,
+        from_us: Micros,
+        to_us: Micros,
+        reason: &str,
+        created_by: i64,
+    ) -> Result<AbsenceRow> {
+        let q = sql(
+            self,
+            "INSERT INTO absences (subject_pk, from_us, to_us, reason, created_at, created_by) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        );
+        with_pool!(self, |pool| {
+            let id: i64 = sqlx::query_scalar(&q)
+                .bind(subject_pk)
+                .bind(from_us)
+                .bind(to_us)
+                .bind(reason)
+                .bind(crate::model::time::now_micros())
+                .bind(created_by)
+                .fetch_one(pool)
+                .await?;
+            Ok(AbsenceRow {
+                id,
+                subject_pk,
+                from_us,
+                to_us,
+                reason: reason.to_owned(),
+            })
+        })
+    }
+
+    pub async fn absences(&self) -> Result<Vec<AbsenceRow>> {
+        with_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT id, subject_pk, from_us, to_us, reason FROM absences ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(AbsenceRow {
+                        id: r.try_get("id")?,
+                        subject_pk: r.try_get("subject_pk")?,
+                        from_us: r.try_get("from_us")?,
+                        to_us: r.try_get("to_us")?,
+                        reason: r.try_get("reason")?,
+                    })
+                })
+                .collect::<std::result::Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    /// Inserts an alert and its `opened` event in one transaction; returns the id.
+    pub async fn insert_alert(&self, a: &AlertRow) -> Result<i64> {
+        let q = sql(
+            self,
+            "INSERT INTO alerts (type, subject_pk, device_pk, zone_id, started_at, ended_at, detected_at, detected_late, \
+             evidence_count, evidence, status, outcome, note, withdrawn_reason, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        );
+        let ev = sql(self, ALERT_EVENT_SQL);
+        let detail = serde_json::json!({"started_at": a.started_at, "ended_at": a.ended_at,
+            "detected_late": a.detected_late, "evidence_count": a.evidence_count})
+        .to_string();
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let id: i64 = sqlx::query_scalar(&q)
+                .bind(&a.alert_type)
+                .bind(a.subject_pk)
+                .bind(a.device_pk)
+                .bind(a.zone_id)
+                .bind(a.started_at)
+                .bind(a.ended_at)
+                .bind(a.detected_at)
+                .bind(a.detected_late as i64)
+                .bind(a.evidence_count)
+                .bind(serde_json::to_string(&a.evidence).unwrap_or_else(|_| "[]".into()))
+                .bind(&a.status)
+                .bind(&a.outcome)
+                .bind(&a.note)
+                .bind(&a.withdrawn_reason)
+                .bind(a.updated_at)
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query(&ev)
+                .bind(id)
+                .bind(a.detected_at)
+                .bind("opened")
+                .bind(None::<i64>)
+                .bind(&detail)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    /// Writes an alert's new episode fields / status and one event of `kind`, in one transaction.
+    pub async fn update_alert(&self, a: &AlertRow, kind: &str, actor: Option<i64>) -> Result<()> {
+        let q = sql(
+            self,
+            "UPDATE alerts SET zone_id = ?, started_at = ?, ended_at = ?, detected_late = ?, evidence_count = ?, \
+             evidence = ?, status = ?, outcome = ?, note = ?, withdrawn_reason = ?, updated_at = ? WHERE id = ?",
+        );
+        let ev = sql(self, ALERT_EVENT_SQL);
+        let detail = serde_json::json!({"started_at": a.started_at, "ended_at": a.ended_at,
+            "status": a.status, "outcome": a.outcome, "note": a.note,
+            "withdrawn_reason": a.withdrawn_reason, "evidence_count": a.evidence_count})
+        .to_string();
+        with_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(&q)
+                .bind(a.zone_id)
+                .bind(a.started_at)
+                .bind(a.ended_at)
+                .bind(a.detected_late as i64)
+                .bind(a.evidence_count)
+                .bind(serde_json::to_string(&a.evidence).unwrap_or_else(|_| "[]".into()))
+                .bind(&a.status)
+                .bind(&a.outcome)
+                .bind(&a.note)
+                .bind(&a.withdrawn_reason)
+                .bind(a.updated_at)
+                .bind(a.id)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("alert {}", a.id)));
+            }
+            sqlx::query(&ev)
+                .bind(a.id)
+                .bind(a.updated_at)
+                .bind(kind)
+                .bind(actor)
+                .bind(&detail)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    pub async fn alert(&self, id: i64) -> Result<Option<AlertRow>> {
+        let q = sql(self, "SELECT * FROM alerts WHERE id = ?");
+        with_pool!(self, |pool| {
+            let r = sqlx::query(&q).bind(id).fetch_optional(pool).await?;
+            Ok(r.as_ref().map(alert_row).transpose()?)
+        })
+    }
+
+    pub async fn alert_events(&self, alert_id: i64) -> Result<Vec<AlertEventRow>> {
+        let q = sql(
+            self,
+            "SELECT id, alert_id, at, kind, actor, detail FROM alert_events WHERE alert_id = ? ORDER BY id",
+        );
+        with_pool!(self, |pool| {
+            let rows = sqlx::query(&q).bind(alert_id).fetch_all(pool).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(AlertEventRow {
+                        id: r.try_get("id")?,
+                        alert_id: r.try_get("alert_id")?,
+                        at: r.try_get("at")?,
+                        kind: r.try_get("kind")?,
+                        actor: r.try_get("actor")?,
+                        detail: r.try_get("detail")?,
+                    })
+                })
+                .collect::<std::result::Result<_, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    /// A device's alerts that are not withdrawn and touch `[from, ∞)`: what a replay from
+    /// `from` may confirm, change or withdraw.
+    pub async fn device_alerts_since(&self, device_pk: i64, from: Micros) -> Result<Vec<AlertRow>> {
+        let q = sql(
+            self,
+            "SELECT * FROM alerts WHERE device_pk = ? AND status <> 'withdrawn' \
+             AND (ended_at IS NULL OR ended_at >= ?) ORDER BY id",
+        );
+        with_pool!(self, |pool| {
+            let rows = sqlx::query(&q)
+                .bind(device_pk)
+                .bind(from)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows
+                .iter()
+                .map(alert_row)
+                .collect::<std::result::Result<_, _>>()?)
+        })
+    }
+
+    /// Alerts newest first, filtered.
+    pub async fn list_alerts(&self, f: &AlertFilter) -> Result<Vec<AlertRow>> {
+        let q = sql(
+            self,
+            "SELECT a.* FROM alerts a JOIN subjects s ON s.pk = a.subject_pk \
+             WHERE (? IS NULL OR a.status = ?) AND (? IS NULL OR a.subject_pk = ?) \
+             AND (? IS NULL OR a.type = ?) AND (? IS NULL OR a.detected_at >= ?) \
+             AND (? IS NULL OR s.officer_id = ?) AND (? IS NULL OR a.id < ?) \
+             ORDER BY a.id DESC LIMIT ?",
+        );
+        with_pool!(self, |pool| {
+            let rows = sqlx::query(&q)
+                .bind(&f.status)
+                .bind(&f.status)
+                .bind(f.subject_pk)
+                .bind(f.subject_pk)
+                .bind(&f.alert_type)
+                .bind(&f.alert_type)
+                .bind(f.since)
+                .bind(f.since)
+                .bind(f.officer)
+                .bind(f.officer)
+                .bind(f.before_id)
+                .bind(f.before_id)
+                .bind(f.limit)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows
+                .iter()
+                .map(alert_row)
+                .collect::<std::result::Result<_, _>>()?)
+        })
+    }
+
+    /// The newest fix of a device: `(ts, received_at)`.
+    pub async fn newest_fix(&self, device_pk: i64) -> Result<Option<(Micros, Micros)>> {
+        let q = sql(
+            self,
+            "SELECT ts, received_at FROM fixes WHERE device_pk = ? ORDER BY ts DESC LIMIT 1",
+        );
+        with_pool!(self, |pool| {
+            Ok(sqlx::query_as::<_, (i64, i64)>(&q)
+                .bind(device_pk)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    /// The subject primary keys on an officer's caseload.
+    pub async fn caseload(&self, officer: i64) -> Result<Vec<i64>> {
+        let q = sql(self, "SELECT pk FROM subjects WHERE officer_id = ?");
+        with_pool!(self, |pool| {
+            Ok(sqlx::query_scalar::<_, i64>(&q)
+                .bind(officer)
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+}

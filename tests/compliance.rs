@@ -1,0 +1,557 @@
+//! The compliance engine through HTTP on both stores: each alert type, lifecycle, late data,
+//! caseload isolation, SSE, zone validation, restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ago, spawn_app_with, Backend, TestApp};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+on_both_stores!(
+    an_exclusion_breach_opens_ends_and_is_closed_by_its_officer,
+    drift_at_the_boundary_within_accuracy_raises_nothing,
+    a_curfew_breach_opens_when_outside_during_the_window,
+    tamper_and_low_battery_open_and_end,
+    late_fixes_give_the_same_alert_as_in_order_and_are_marked_detected_late,
+    late_data_that_disproves_a_breach_withdraws_it,
+    officers_see_only_their_caseloads_alerts,
+    the_stream_pushes_alert_changes,
+    comms_loss_is_found_by_the_sweep_and_ended_by_the_next_ping,
+    zones_are_validated_deleted_without_erasure_and_boroughs_are_served,
+    a_restart_rebuilds_state_without_duplicating_or_losing_alerts,
+);
+
+const HOME: (f64, f64) = (51.5450, -0.1030); // Islington
+const STATION: (f64, f64) = (51.5308, -0.1238); // King's Cross
+
+/// Metres north of a point, in degrees of latitude.
+fn north(p: (f64, f64), m: f64) -> (f64, f64) {
+    (p.0 + m / 111_250.0, p.1)
+}
+
+struct Setup {
+    app: TestApp,
+    officer: String,
+    device: String,
+}
+
+async fn setup(backend: Backend) -> Setup {
+    setup_with(backend, |_| {}).await
+}
+
+async fn setup_with(backend: Backend, tweak: impl FnOnce(&mut tagwatch::Settings)) -> Setup {
+    let app = spawn_app_with(backend, tweak).await;
+    let (officer_id, officer) = app.user("officer", "officer").await;
+    app.subject("GTO-1", Some(officer_id)).await;
+    let device = app.device("TAG-1", "GTO-1").await;
+    Setup {
+        app,
+        officer,
+        device,
+    }
+}
+
+async fn exclusion_zone(s: &Setup, grace_s: i64) -> i64 {
+    let (st, v) = s
+        .app
+        .post(
+            "/v1/subjects/GTO-1/zones",
+            &s.officer,
+            json!({"kind": "exclusion", "name": "King's Cross", "grace_s": grace_s,
+                   "valid_from": ago(7200),
+                   "geometry": {"type": "Circle", "center": [STATION.1, STATION.0], "radius_m": 300}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    v["id"].as_i64().unwrap()
+}
+
+fn fix(ts: &str, p: (f64, f64), acc: f64) -> Value {
+    json!({"device_id": "TAG-1", "ts": ts, "lat": p.0, "lon": p.1, "accuracy_m": acc})
+}
+
+async fn post(s: &Setup, pings: Value) {
+    let (st, v) = s.app.post_pings(&s.device, pings).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(v["rejected"].as_array().unwrap().is_empty(), "{v}");
+}
+
+/// Polls the alert list until `done` holds (evaluation runs after the ack).
+async fn alerts_until(app: &TestApp, token: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let mut last = vec![];
+    for _ in 0..100 {
+        let (st, v) = app.get("/v1/alerts", token).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        last = v["items"].as_array().unwrap().clone();
+        if done(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition not reached; alerts: {last:#?}");
+}
+
+/// Waits until the engine has evaluated everything posted so far (a quiet period).
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(400)).await;
+}
+
+async fn an_exclusion_breach_opens_ends_and_is_closed_by_its_officer(backend: Backend) {
+    let s = setup(backend).await;
+    let zone = exclusion_zone(&s, 0).await;
+    let (t0, t1, t2, t3) = (ago(400), ago(300), ago(200), ago(100));
+    post(
+        &s,
+        json!([
+            fix(&t0, HOME, 10.0),
+            fix(&t1, STATION, 10.0),
+            fix(&t2, north(STATION, 50.0), 10.0),
+            fix(&t3, HOME, 10.0)
+        ]),
+    )
+    .await;
+    let alerts = alerts_until(&s.app, &s.officer, |a| {
+        a.len() == 1 && !a[0]["ended_at"].is_null()
+    })
+    .await;
+    let a = &alerts[0];
+    assert_eq!(a["type"], "exclusion_breach");
+    assert_eq!(a["zone_id"], zone);
+    assert_eq!(a["subject_id"], "GTO-1");
+    assert_eq!(a["device_id"], "TAG-1");
+    assert_eq!(a["status"], "open");
+    assert_eq!(a["detected_late"], false);
+    let ts = |t: &str| tagwatch::model::time::parse_rfc3339(t).unwrap();
+    assert_eq!(ts(a["started_at"].as_str().unwrap()), ts(&t1));
+    assert_eq!(ts(a["ended_at"].as_str().unwrap()), ts(&t3));
+    let id = a["id"].as_i64().unwrap();
+
+    let (st, d) = s.app.get(&format!("/v1/alerts/{id}"), &s.officer).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(d["evidence"].as_array().unwrap().len(), 2, "{d}");
+    assert!((d["evidence"][0]["lat"].as_f64().unwrap() - STATION.0).abs() < 1e-6);
+
+    let (st, d) = s
+        .app
+        .post(
+            &format!("/v1/alerts/{id}/acknowledge"),
+            &s.officer,
+            json!({"note": "seen"}),
+        )
+        .await;
+    assert_eq!(
+        (st, d["status"].as_str()),
+        (StatusCode::OK, Some("acknowledged"))
+    );
+    let (st, _) = s
+        .app
+        .post(
+            &format!("/v1/alerts/{id}/close"),
+            &s.officer,
+            json!({"outcome": "maybe", "note": "x"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    let (st, d) = s
+        .app
+        .post(
+            &format!("/v1/alerts/{id}/close"),
+            &s.officer,
+            json!({"outcome": "breach_confirmed", "note": "spoke to subject"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        (d["status"].as_str(), d["outcome"].as_str()),
+        (Some("closed"), Some("breach_confirmed"))
+    );
+    let kinds: Vec<&str> = d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"opened"));
+    assert!(kinds.ends_with(&["acknowledged", "closed"]), "{kinds:?}");
+    let (st, _) = s
+        .app
+        .post(
+            &format!("/v1/alerts/{id}/acknowledge"),
+            &s.officer,
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    let (_, closed) = s.app.get("/v1/alerts?status=closed", &s.officer).await;
+    assert_eq!(closed["items"].as_array().unwrap().len(), 1);
+    let (_, open) = s.app.get("/v1/alerts?status=open", &s.officer).await;
+    assert_eq!(open["items"].as_array().unwrap().len(), 0);
+}
+
+async fn drift_at_the_boundary_within_accuracy_raises_nothing(backend: Backend) {
+    let s = setup(backend).await;
+    exclusion_zone(&s, 0).await;
+    // fixes within ±20 m of the 300 m circle's edge, with 25 m accuracy: all uncertain
+    let pings: Vec<Value> = (0..20)
+        .map(|i| {
+            let off = if i % 2 == 0 { 285.0 } else { 318.0 };
+            fix(&ago(1200 - i * 30), north(STATION, off), 25.0)
+        })
+        .collect();
+    post(&s, json!(pings)).await;
+    settle().await;
+    let (_, v) = s.app.get("/v1/alerts", &s.officer).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 0, "{v}");
+}
+
+async fn a_curfew_breach_opens_when_outside_during_the_window(backend: Backend) {
+    let s = setup(backend).await;
+    let (st, v) = s.app.post("/v1/subjects/GTO-1/zones", &s.officer, json!({
+        "kind": "inclusion", "name": "home curfew", "valid_from": ago(7200),
+        "geometry": {"type": "Circle", "center": [HOME.1, HOME.0], "radius_m": 80},
+        "schedule": {"timezone": "Europe/London", "windows": [{"days": ["mon","tue","wed","thu","fri","sat","sun"], "start": "00:00", "end": "00:00"}]}
+    })).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    post(
+        &s,
+        json!([
+            fix(&ago(500), HOME, 5.0),
+            fix(&ago(400), STATION, 10.0),
+            fix(&ago(300), STATION, 10.0),
+            fix(&ago(200), HOME, 5.0)
+        ]),
+    )
+    .await;
+    let alerts = alerts_until(&s.app, &s.officer, |a| {
+        a.len() == 1 && !a[0]["ended_at"].is_null()
+    })
+    .await;
+    assert_eq!(alerts[0]["type"], "curfew_breach");
+    assert_eq!(alerts[0]["evidence_count"], 2);
+}
+
+async fn tamper_and_low_battery_open_and_end(backend: Backend) {
+    let s = setup(backend).await;
+    post(&s, json!([
+        {"device_id": "TAG-1", "ts": ago(500), "lat": HOME.0, "lon": HOME.1, "battery_pct": 50, "tamper": false},
+        {"device_id": "TAG-1", "ts": ago(400), "lat": HOME.0, "lon": HOME.1, "battery_pct": 15, "tamper": true},
+        {"device_id": "TAG-1", "ts": ago(300), "fix": "none", "battery_pct": 22, "tamper": true},
+        {"device_id": "TAG-1", "ts": ago(200), "lat": HOME.0, "lon": HOME.1, "battery_pct": 30, "tamper": false},
+    ])).await;
+    let alerts = alerts_until(&s.app, &s.officer, |a| {
+        a.len() == 2 && a.iter().all(|x| !x["ended_at"].is_null())
+    })
+    .await;
+    let mut types: Vec<&str> = alerts.iter().map(|a| a["type"].as_str().unwrap()).collect();
+    types.sort();
+    assert_eq!(types, vec!["battery_low", "tamper"]);
+}
+
+async fn late_fixes_give_the_same_alert_as_in_order_and_are_marked_detected_late(backend: Backend) {
+    let s = setup(backend).await;
+    exclusion_zone(&s, 0).await;
+    let (t0, t1, t2, t3) = (ago(400), ago(300), ago(200), ago(100));
+    // the tag uploads the ends first, the buffered middle later
+    post(&s, json!([fix(&t0, HOME, 10.0), fix(&t3, HOME, 10.0)])).await;
+    settle().await;
+    post(
+        &s,
+        json!([fix(&t2, STATION, 10.0), fix(&t1, STATION, 10.0)]),
+    )
+    .await;
+    let alerts = alerts_until(&s.app, &s.officer, |a| {
+        a.len() == 1 && !a[0]["ended_at"].is_null()
+    })
+    .await;
+    let ts = |t: &str| tagwatch::model::time::parse_rfc3339(t).unwrap();
+    assert_eq!(ts(alerts[0]["started_at"].as_str().unwrap()), ts(&t1));
+    assert_eq!(ts(alerts[0]["ended_at"].as_str().unwrap()), ts(&t3));
+    assert_eq!(alerts[0]["detected_late"], true);
+}
+
+async fn late_data_that_disproves_a_breach_withdraws_it(backend: Backend) {
+    let s = setup(backend).await;
+    exclusion_zone(&s, 60).await;
+    // two inside fixes 70 s apart: the 60 s grace is met → a breach
+    post(
+        &s,
+        json!([fix(&ago(300), STATION, 10.0), fix(&ago(230), STATION, 10.0)]),
+    )
+    .await;
+    alerts_until(&s.app, &s.officer, |a| a.len() == 1).await;
+    // a buffered fix between them shows the subject outside: inside never lasted 60 s
+    post(&s, json!([fix(&ago(265), HOME, 10.0)])).await;
+    let alerts = alerts_until(&s.app, &s.officer, |a| {
+        a.len() == 1 && a[0]["status"] == "withdrawn"
+    })
+    .await;
+    assert!(alerts[0]["withdrawn_reason"]
+        .as_str()
+        .is_some_and(|r| !r.is_empty()));
+    let id = alerts[0]["id"].as_i64().unwrap();
+    let (_, d) = s.app.get(&format!("/v1/alerts/{id}"), &s.officer).await;
+    let kinds: Vec<&str> = d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        (kinds.first(), kinds.last()),
+        (Some(&"opened"), Some(&"withdrawn")),
+        "{kinds:?}"
+    );
+}
+
+async fn officers_see_only_their_caseloads_alerts(backend: Backend) {
+    let s = setup(backend).await;
+    let (_, other) = s.app.user("other officer", "officer").await;
+    let (_, analyst) = s.app.user("analyst", "analyst").await;
+    exclusion_zone(&s, 0).await;
+    post(&s, json!([fix(&ago(300), STATION, 10.0)])).await;
+    let alerts = alerts_until(&s.app, &s.officer, |a| a.len() == 1).await;
+    let id = alerts[0]["id"].as_i64().unwrap();
+    let (_, v) = s.app.get("/v1/alerts", &other).await;
+    assert_eq!(v["items"].as_array().unwrap().len(), 0);
+    for path in [format!("/v1/alerts/{id}")] {
+        let (st, _) = s.app.get(&path, &other).await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+        let (st, _) = s.app.get(&path, &analyst).await;
+        assert_eq!(st, StatusCode::FORBIDDEN);
+        let (st, _) = s.app.get(&path, &s.app.admin_token).await;
+        assert_eq!(st, StatusCode::OK);
+    }
+    let (st, _) = s
+        .app
+        .post(
+            &format!("/v1/alerts/{id}/close"),
+            &other,
+            json!({"outcome": "no_action", "note": "x"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = s.app.get("/v1/subjects/GTO-1/zones", &other).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = s
+        .app
+        .post(
+            "/v1/subjects/GTO-1/zones",
+            &other,
+            json!({"kind": "exclusion", "name": "x",
+        "geometry": {"type": "Circle", "center": [0, 51], "radius_m": 10}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+async fn the_stream_pushes_alert_changes(backend: Backend) {
+    let s = setup(backend).await;
+    exclusion_zone(&s, 0).await;
+    let mut resp = s
+        .app
+        .client
+        .get(format!("{}/v1/alerts/stream", s.app.url))
+        .bearer_auth(&s.officer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    post(&s, json!([fix(&ago(300), STATION, 10.0)])).await;
+    let mut buf = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !buf.contains("\n\n") {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .expect("no event")
+            .unwrap()
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        if buf.starts_with(':') {
+            buf.clear();
+        } // keep-alive comment
+    }
+    assert!(buf.contains("event: alert"), "{buf}");
+    let data = buf.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    let v: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(
+        (v["change"].as_str(), v["alert"]["type"].as_str()),
+        (Some("opened"), Some("exclusion_breach"))
+    );
+    let (st, _) = s.app.get("/v1/alerts/stream", "tw_nobody").await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+}
+
+async fn comms_loss_is_found_by_the_sweep_and_ended_by_the_next_ping(backend: Backend) {
+    let s = setup_with(backend, |c| {
+        c.comms_loss_s = 1;
+        c.sweep_interval_s = 1;
+    })
+    .await;
+    post(&s, json!([fix(&ago(5), HOME, 5.0)])).await;
+    let alerts = alerts_until(&s.app, &s.officer, |a| {
+        a.iter().any(|x| x["type"] == "comms_loss")
+    })
+    .await;
+    assert!(alerts
+        .iter()
+        .all(|a| a["type"] != "comms_loss" || a["ended_at"].is_null()));
+    post(&s, json!([fix(&ago(0), HOME, 5.0)])).await;
+    alerts_until(&s.app, &s.officer, |a| {
+        a.iter()
+            .any(|x| x["type"] == "comms_loss" && !x["ended_at"].is_null())
+    })
+    .await;
+}
+
+async fn zones_are_validated_deleted_without_erasure_and_boroughs_are_served(backend: Backend) {
+    let s = setup(backend).await;
+    let bad = [
+        (
+            json!({"type": "Polygon", "coordinates": [[[0,51],[0.1,51],[0.1,51.1]]]}),
+            "4",
+        ),
+        (
+            json!({"type": "Polygon", "coordinates": [[[0,51],[0.1,51],[0.1,51.1],[0,51.1]]]}),
+            "closed",
+        ),
+        (
+            json!({"type": "Polygon", "coordinates": [[[0,51],[0.1,51.1],[0.1,51],[0,51.1],[0,51]]]}),
+            "intersect",
+        ),
+        (
+            json!({"type": "Circle", "center": [0, 51], "radius_m": 0}),
+            "radius",
+        ),
+        (
+            json!({"type": "Circle", "center": [200, 51], "radius_m": 10}),
+            "outside",
+        ),
+        (json!({"type": "Borough", "name": "Atlantis"}), "Atlantis"),
+    ];
+    for (geometry, reason) in bad {
+        let (st, v) = s
+            .app
+            .post(
+                "/v1/subjects/GTO-1/zones",
+                &s.officer,
+                json!({"kind": "exclusion", "name": "bad", "geometry": geometry}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{geometry}");
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains(&reason.to_lowercase()),
+            "{geometry}: {v}"
+        );
+    }
+    let (st, v) = s
+        .app
+        .post(
+            "/v1/subjects/GTO-1/zones",
+            &s.officer,
+            json!({"kind": "exclusion", "name": "n",
+        "geometry": {"type": "Circle", "center": [0, 51], "radius_m": 10},
+        "schedule": {"timezone": "Europe/Nowhere", "windows": []}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (st, v) = s.app.post("/v1/subjects/GTO-1/zones", &s.officer,
+        json!({"kind": "exclusion", "name": "Hackney", "geometry": {"type": "Borough", "name": "Hackney"}})).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let zid = v["id"].as_i64().unwrap();
+    let (st, _) = s
+        .app
+        .call(
+            Method::DELETE,
+            &format!("/v1/zones/{zid}"),
+            Some(&s.officer),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (_, zones) = s.app.get("/v1/subjects/GTO-1/zones", &s.officer).await;
+    assert_eq!(zones["items"].as_array().unwrap().len(), 1);
+    assert!(zones["items"][0]["valid_to"].is_string(), "{zones}");
+    let (st, _) = s
+        .app
+        .call(Method::DELETE, "/v1/zones/99999", Some(&s.officer), None)
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, a) = s
+        .app
+        .post(
+            "/v1/subjects/GTO-1/absences",
+            &s.officer,
+            json!({"from": ago(100), "to": ago(-3600), "reason": "court hearing"}),
+        )
+        .await;
+    assert_eq!(
+        (st, a["reason"].as_str()),
+        (StatusCode::CREATED, Some("court hearing"))
+    );
+    let (st, _) = s
+        .app
+        .post(
+            "/v1/subjects/GTO-1/absences",
+            &s.officer,
+            json!({"from": ago(100), "to": ago(200), "reason": "backwards"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    let (st, b) = s.app.get("/v1/geodata/boroughs", &s.officer).await;
+    assert_eq!(st, StatusCode::OK);
+    let names: Vec<&str> = b["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["properties"]["name"].as_str())
+        .collect();
+    assert!(
+        names.len() >= 33 && names.contains(&"Camden") && names.contains(&"Tower Hamlets"),
+        "{names:?}"
+    );
+}
+
+async fn a_restart_rebuilds_state_without_duplicating_or_losing_alerts(backend: Backend) {
+    let mut s = setup(backend).await;
+    exclusion_zone(&s, 0).await;
+    // one finished breach and one still going on
+    post(
+        &s,
+        json!([
+            fix(&ago(600), STATION, 10.0),
+            fix(&ago(500), HOME, 10.0),
+            fix(&ago(400), STATION, 10.0)
+        ]),
+    )
+    .await;
+    let before = alerts_until(&s.app, &s.officer, |a| a.len() == 2).await;
+    s.app.restart().await;
+    // the ongoing breach continues, then ends: still two alerts, the second now ended
+    post(
+        &s,
+        json!([fix(&ago(300), STATION, 10.0), fix(&ago(200), HOME, 10.0)]),
+    )
+    .await;
+    let after = alerts_until(&s.app, &s.officer, |a| {
+        a.len() == 2 && a.iter().all(|x| !x["ended_at"].is_null())
+    })
+    .await;
+    let ids = |v: &[Value]| {
+        let mut i: Vec<i64> = v.iter().map(|a| a["id"].as_i64().unwrap()).collect();
+        i.sort();
+        i
+    };
+    assert_eq!(ids(&before), ids(&after));
+    assert!(after.iter().all(|a| a["status"] == "open"));
+    s.app.restart().await;
+    settle().await;
+    let (_, v) = s.app.get("/v1/alerts", &s.officer).await;
+    assert_eq!(ids(v["items"].as_array().unwrap()), ids(&before));
+}
