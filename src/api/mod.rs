@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod console;
 pub mod devices;
 pub mod openapi;
 pub mod ops;
@@ -83,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .merge(zones::router())
         .merge(alerts::router())
         .merge(ops::router())
+        .merge(console::router())
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)
         .layer(
