@@ -31,6 +31,8 @@ pub struct DeviceEntry {
 
 #[derive(Debug, Default)]
 pub struct Registry {
+    /// Budget of store lookups for tokens not in the cache (see `api::auth`).
+    pub throttle: crate::api::auth::LookupThrottle,
     principals: RwLock<HashMap<TokenHash, Principal>>,
     devices: RwLock<HashMap<String, DeviceEntry>>,
 }

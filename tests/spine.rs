@@ -17,6 +17,7 @@ on_both_stores!(
     osmand_reports_are_stored_for_the_token_holders_device_only,
     a_reassigned_device_keeps_each_fix_with_the_subject_it_was_attributed_to,
     an_overloaded_queue_answers_429_with_retry_after_and_loses_nothing_acknowledged,
+    a_flood_of_made_up_tokens_is_throttled_while_real_tokens_still_work,
 );
 
 async fn the_auth_matrix_answers_401_403_and_404_as_specified(backend: Backend) {
@@ -525,4 +526,39 @@ async fn an_overloaded_queue_answers_429_with_retry_after_and_loses_nothing_ackn
         }
     }
     assert_eq!(app.store().count_fixes().await.unwrap(), accepted);
+}
+
+async fn a_flood_of_made_up_tokens_is_throttled_while_real_tokens_still_work(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let guesses = (0..600).map(|i| {
+        let path = "/v1/subjects".to_owned();
+        let token = format!("tw_{i:064x}");
+        let app = &app;
+        async move {
+            let r = app
+                .client
+                .get(format!("{}{}", app.url, path))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.headers().contains_key("retry-after"))
+        }
+    });
+    let results = futures::future::join_all(guesses).await;
+    assert!(results
+        .iter()
+        .all(|(s, _)| *s == StatusCode::UNAUTHORIZED || *s == StatusCode::TOO_MANY_REQUESTS));
+    assert!(results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+        .all(|(_, retry)| *retry));
+    assert!(
+        results
+            .iter()
+            .any(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS),
+        "600 unknown tokens at once exceed the lookup budget"
+    );
+    let (s, _) = app.get("/v1/subjects", &app.admin_token).await;
+    assert_eq!(s, StatusCode::OK);
 }

@@ -12,12 +12,46 @@ use crate::error::ApiError;
 use crate::model::Role;
 pub use crate::registry::Principal;
 
+/// Unknown tokens looked up in the store per second, at most, across all clients. Tokens are
+/// 256-bit random, so guessing is hopeless anyway; this bound keeps a flood of made-up tokens
+/// from turning into a flood of database reads. Past it, unknown tokens get 429.
+pub const MAX_UNKNOWN_TOKEN_LOOKUPS_PER_S: u32 = 200;
+
+/// A fixed one-second window counter of store lookups for unknown tokens.
+#[derive(Debug, Default)]
+pub struct LookupThrottle {
+    window: std::sync::Mutex<(Option<std::time::Instant>, u32)>,
+}
+
+impl LookupThrottle {
+    /// Counts one lookup; false when this second's budget is spent.
+    pub fn allow(&self) -> bool {
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        match w.0 {
+            Some(start) if now.duration_since(start) < std::time::Duration::from_secs(1) => {
+                w.1 += 1;
+                w.1 <= MAX_UNKNOWN_TOKEN_LOOKUPS_PER_S
+            }
+            _ => {
+                *w = (Some(now), 1);
+                true
+            }
+        }
+    }
+}
+
 /// Resolves a presented token to its principal: the in-memory registry first, then the
-/// store (a token created by another node or before a cache refresh).
+/// store (a token created by another node or before a cache refresh), within the
+/// [`LookupThrottle`] budget.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
     let hash = crate::token::hash(token);
     if let Some(p) = state.registry.principal(&hash) {
         return Ok(p);
+    }
+    if !state.registry.throttle.allow() {
+        tracing::warn!("unknown-token lookups over budget; answering 429");
+        return Err(ApiError::TooManyRequests { retry_after_s: 1 });
     }
     match state.store.user_by_token(&hash).await? {
         Some(u) => {
