@@ -83,6 +83,12 @@ function short(hash) {
   return typeof hash === 'string' ? `${hash.slice(0, 12)}…` : '—';
 }
 
+/** Replaces the page unless the view that asks has been left (its signal aborted). */
+function render(signal, ...nodes) {
+  if (signal.aborted) throw new DOMException('view left', 'AbortError');
+  main.replaceChildren(...nodes);
+}
+
 // ---------------------------------------------------------------------------------------
 // API
 
@@ -272,6 +278,7 @@ async function route() {
       try {
         await view(m, new URLSearchParams(query ?? ''));
       } catch (e) {
+        if (e.name === 'AbortError') return; // the user has moved on
         main.replaceChildren(h('div', { className: 'card' }, h('h1', {}, 'Could not load this page'), h('p', { className: 'notice error' }, e.message)));
       }
       return;
@@ -326,7 +333,7 @@ async function alertQueue(params) {
   const tbody = h('tbody', { id: 'queue' });
   const more = h('button', { type: 'button', hidden: true }, 'Older alerts');
   const msg = notice();
-  main.replaceChildren(h('section', { className: 'card' },
+  render(signal, h('section', { className: 'card' },
     h('div', { className: 'titlebar' }, h('h1', {}, 'Alert queue'), live),
     filterForm,
     h('table', { className: 'queue' },
@@ -386,12 +393,13 @@ async function alertQueue(params) {
 const TRAIL_MARGIN_MS = 30 * 60 * 1000;
 
 async function alertPage(id) {
+  const signal = viewAbort.signal;
   const a = await api('GET', `/v1/alerts/${id}`);
   const mapEl = h('div', { className: 'map', id: 'alert-map' });
   const mapNote = h('p', { className: 'hint' });
   const actions = h('div', { className: 'actions' });
   const zoneCell = h('span', { id: 'alert-zone' }, a.zone_id === null ? '—' : `#${a.zone_id}`);
-  main.replaceChildren(h('section', { className: 'card' },
+  render(signal, h('section', { className: 'card' },
     h('p', {}, h('a', { href: '#/alerts' }, '← Alert queue')),
     h('div', { className: 'titlebar' },
       h('h1', {}, `Alert ${a.id}: ${a.type.replaceAll('_', ' ')}`),
@@ -493,8 +501,9 @@ function renderActions(a, box) {
 // Officers: subjects, zones, curfews, absences
 
 async function subjectList() {
+  const signal = viewAbort.signal;
   const page = await api('GET', '/v1/subjects');
-  main.replaceChildren(h('section', { className: 'card' }, h('h1', {}, 'Subjects'),
+  render(signal, h('section', { className: 'card' }, h('h1', {}, 'Subjects'),
     page.items.length
       ? table(['Subject', 'Name', 'Borough', 'Time zone'], page.items.map((s) => h('tr', {},
         h('td', {}, h('a', { href: `#/subject/${encodeURIComponent(s.id)}` }, s.id)),
@@ -510,6 +519,7 @@ function scheduleText(s) {
 }
 
 async function subjectPage(sid) {
+  const signal = viewAbort.signal;
   const path = `/v1/subjects/${encodeURIComponent(sid)}`;
   const [s, zones] = await Promise.all([api('GET', path), api('GET', `${path}/zones`)]);
   const mapEl = h('div', { className: 'map tall', id: 'subject-map' });
@@ -528,7 +538,7 @@ async function subjectPage(sid) {
   });
   const picker = h('div');
   const absence = absenceForm(path);
-  main.replaceChildren(
+  render(signal, 
     h('section', { className: 'card' },
       h('p', {}, h('a', { href: '#/subjects' }, '← Subjects')),
       h('div', { className: 'titlebar' }, h('h1', {}, `Subject ${s.id}`),
@@ -676,6 +686,7 @@ function absenceForm(path) {
 // Analysts: lawful location queries
 
 async function queriesPage() {
+  const signal = viewAbort.signal;
   const crimeRef = h('input', { name: 'crime_ref', id: 'crime_ref', required: true, placeholder: 'e.g. CAD 1234/23NOV' });
   const legalBasis = h('input', { name: 'legal_basis', id: 'legal_basis', required: true, placeholder: 'e.g. DPA 2018 s.35, prevention and detection of crime' });
   const reason = h('textarea', { name: 'reason', id: 'reason', required: true, rows: 2 });
@@ -688,7 +699,7 @@ async function queriesPage() {
   const results = h('div', { id: 'results' });
   const tabs = h('div', { className: 'tabs', role: 'tablist' });
   const forms = h('div');
-  main.replaceChildren(
+  render(signal, 
     h('section', { className: 'card' }, h('h1', {}, 'Lawful location queries'),
       h('p', { className: 'hint' }, 'Every query is recorded in the audit log with this justification before its answer is shown.'),
       h('fieldset', { className: 'justification' }, h('legend', {}, 'Justification'),
@@ -851,6 +862,7 @@ function crimePositions(text) {
 // Auditors: the log and the chain check
 
 async function auditPage(params) {
+  const signal = viewAbort.signal;
   const from = h('input', { type: 'datetime-local', id: 'audit-from', value: params.get('from') ?? '' });
   const to = h('input', { type: 'datetime-local', id: 'audit-to', value: params.get('to') ?? '' });
   const actor = h('input', { id: 'audit-actor', value: params.get('actor') ?? '', placeholder: 'user id' });
@@ -875,7 +887,7 @@ async function auditPage(params) {
   const tbody = h('tbody', { id: 'audit-rows' });
   const more = h('button', { type: 'button', hidden: true }, 'Older entries');
   const msg = notice();
-  main.replaceChildren(
+  render(signal, 
     h('section', { className: 'card' }, h('div', { className: 'titlebar' }, h('h1', {}, 'Audit log'), verifyBtn), verdict, filters,
       h('table', { className: 'audit' }, h('thead', {}, h('tr', {},
         ['#', 'When', 'Who', 'Action', 'Subjects disclosed', 'Justification', 'Parameters', 'Results', 'Hash'].map((t) => h('th', { scope: 'col' }, t)))), tbody),

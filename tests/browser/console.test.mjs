@@ -158,6 +158,25 @@ async function analyst(browser, problems) {
   check((await page.textContent('#scene-matches')).includes(SUBJECT), 'the subject matches the scene');
   await page.waitForSelector('#query-map path.tw-scene');
   if (SHOTS) await page.screenshot({ path: join(SHOTS, 'console-analyst.png') });
+
+  step = 'analyst asks where the subject was at a time';
+  await page.click('#tab-at-time');
+  await page.fill('#at-subject', SUBJECT);
+  await page.fill('#at-time', local(new Date()));
+  await page.click('#at-form button[type=submit]');
+  await page.waitForSelector('#results dl.facts');
+  check((await page.textContent('#results')).includes('Audit entry'), 'location-at-time answered with its audit entry');
+
+  step = 'analyst uploads a crime CSV';
+  await page.click('#tab-match');
+  const now = Date.now();
+  const csv = `ref,lat,lon,from,to\nCR-1,${env('ZONE_LAT')},${env('ZONE_LON')},${new Date(now - 3600e3).toISOString()},${new Date(now + 300e3).toISOString()}\n`;
+  await page.setInputFiles('#match-file', { name: 'crimes.csv', mimeType: 'text/csv', buffer: Buffer.from(csv) });
+  await page.fill('#match-radius', '150');
+  await page.click('#match-form button[type=submit]');
+  await page.waitForSelector('#results .crime h3');
+  check((await page.textContent('#results')).includes('CR-1: 1 match'), 'the uploaded crime matches the subject');
+  await page.waitForSelector('#query-map path.tw-crime');
   await context.close();
 }
 
