@@ -880,7 +880,7 @@ async function auditPage(params) {
     try {
       const v = await api('GET', '/v1/audit/verify');
       verdict.replaceChildren(h('p', { className: `notice ${v.ok ? 'ok' : 'error'}`, id: 'verdict-text' },
-        v.ok ? `Chain intact: ${v.entries} entries, head ${short(v.head_hash)}.`
+        v.ok ? `Chain intact: ${v.entries} entries, head ${short(v.head_hash)}`
           : `Chain BROKEN at entry ${v.first_bad_id} (${v.entries} entries checked).`));
     } catch (e) { verdict.replaceChildren(h('p', { className: 'notice error' }, e.message)); }
   });
