@@ -104,6 +104,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
+    crate::retention::spawn(state.store.clone(), &state.settings);
     state.ready.store(true, Ordering::Release);
     let (shutdown, mut rx) = watch::channel(false);
     let app = api::router(state.clone());

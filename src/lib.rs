@@ -10,6 +10,7 @@
 //! - [`registry`]: in-memory caches of tokens and device assignments.
 //! - [`query`]: lawful-query maths (location-at-time, crime-scene, H3 cover, crime CSV); pure.
 //! - [`audit`]: the audit hash chain (canonical encoding, seal, verify); pure.
+//! - [`retention`]: the background purge of fixes past the retention period (audited).
 //! - [`api`]: axum routers, one file per resource; the only module that knows HTTP.
 //! - [`error`]: the API error type and its problem+json mapping.
 //! - [`metrics`]: Prometheus metrics.
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod model;
 pub mod query;
 pub mod registry;
+pub mod retention;
 pub mod store;
 pub mod token;
 

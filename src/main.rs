@@ -32,6 +32,20 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain; print the report; exit 0 only when the chain is intact.
+    Verify {
+        #[command(flatten)]
+        settings: Settings,
+    },
 }
 
 #[derive(Subcommand)]
@@ -98,6 +112,17 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", user.token);
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { settings },
+        } => {
+            let store = tagwatch::store::Store::connect(&settings.database_url).await?;
+            let report = store.verify_audit().await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.ok {
+                std::process::exit(1);
+            }
             Ok(())
         }
     }

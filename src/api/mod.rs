@@ -4,13 +4,16 @@
 //! This is the only module that knows HTTP.
 
 pub mod alerts;
+pub mod audit;
 pub mod auth;
 pub mod console;
 pub mod devices;
 pub mod openapi;
 pub mod ops;
 pub mod pings;
+pub mod queries;
 pub mod subjects;
+pub mod trails;
 pub mod users;
 pub mod zones;
 
@@ -83,6 +86,9 @@ pub fn router(state: AppState) -> Router {
         .merge(pings::router(max_body))
         .merge(zones::router())
         .merge(alerts::router())
+        .merge(queries::router())
+        .merge(trails::router())
+        .merge(audit::router())
         .merge(ops::router())
         .merge(console::router())
         .fallback(|| async { ApiError::not_found("route") })

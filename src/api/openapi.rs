@@ -26,6 +26,9 @@ impl Modify for Bearer {
         super::pings::post_pings, super::pings::osmand,
         super::zones::create, super::zones::list, super::zones::remove, super::zones::create_absence, super::zones::boroughs,
         super::alerts::list, super::alerts::show, super::alerts::acknowledge, super::alerts::close, super::alerts::stream,
+        super::queries::location_at_time_query, super::queries::crime_scene, super::queries::crime_match,
+        super::trails::trail,
+        super::audit::list, super::audit::verify,
         super::ops::healthz, super::ops::readyz, super::ops::metrics, super::ops::openapi,
     ),
     components(schemas(crate::error::Problem, crate::model::Role, crate::model::FixSource))

@@ -6,12 +6,16 @@
 //! rows; callers never see SQL or a driver type.
 
 mod compliance;
+mod lawful;
 mod postgres;
+mod postgres_lawful;
 mod sqlite;
+mod sqlite_lawful;
 
 use crate::model::Micros;
 
 pub use compliance::{AbsenceRow, AlertEventRow, AlertFilter, AlertRow, NewZone, ZoneRow};
+pub use lawful::{AuditFilter, LawfulTx, PurgeCounts, SEGMENT_INDEX_MAX_GAP_US};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

@@ -261,6 +261,7 @@ impl PgStore {
     #[tracing::instrument(skip_all, fields(rows = rows.len()))]
     pub async fn insert_fixes(&self, rows: &[FixRow]) -> Result<Vec<bool>> {
         let col = |f: &dyn Fn(&FixRow) -> Option<f32>| rows.iter().map(f).collect::<Vec<_>>();
+        let mut tx = self.pool.begin().await?;
         let keys: Vec<(i64, i64)> = sqlx::query_as(
             "INSERT INTO fixes (device_pk, ts, subject_pk, lat_e7, lon_e7, accuracy_m, source, speed_mps, \
              heading_deg, battery_pct, flags, received_at, cell) \
@@ -281,10 +282,13 @@ impl PgStore {
         .bind(rows.iter().map(|r| r.flags).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.received_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.cell).collect::<Vec<_>>())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let inserted: HashSet<(i64, i64)> = keys.into_iter().collect();
-        Ok(mark_inserted(rows, &inserted))
+        let stored = mark_inserted(rows, &inserted);
+        super::postgres_lawful::index_segments(&mut tx, rows, &stored, &inserted).await?;
+        tx.commit().await?;
+        Ok(stored)
     }
 
     pub async fn device_fixes(

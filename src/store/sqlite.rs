@@ -310,8 +310,10 @@ impl SqliteStore {
             let keys: Vec<(i64, i64)> = qb.build_query_as().fetch_all(&mut *tx).await?;
             inserted.extend(keys);
         }
+        let stored = mark_inserted(rows, &inserted);
+        super::sqlite_lawful::index_segments(&mut tx, rows, &stored, &inserted).await?;
         tx.commit().await?;
-        Ok(mark_inserted(rows, &inserted))
+        Ok(stored)
     }
 
     pub async fn device_fixes(

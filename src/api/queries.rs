@@ -1,0 +1,657 @@
+//! Lawful location queries (SPEC §2 "Lawful location queries", §4): location-at-time,
+//! crime-scene and batch crime-match, for analysts only, each with a justification.
+//!
+//! Every answered call writes its audit entry in the same transaction as the read
+//! ([`crate::store::LawfulTx`]): the entry is committed before the answer leaves, and if it
+//! cannot be written the call fails (fail closed). A query about a subject that does not
+//! exist is audited too (the attempt is a consultation) and answered 404. Requests refused
+//! before any data is read (401, 403, 422) are not audited. Positions never reach the logs
+//! above `debug`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::Principal;
+use super::{AppState, JsonBody};
+use crate::audit::chain::AuditDraft;
+use crate::error::ApiError;
+use crate::geodesy::LatLon;
+use crate::model::time::{self, Micros, MICROS_PER_SEC};
+use crate::model::{Role, SubjectId};
+use crate::query::at_time::{location_at_time, Method};
+use crate::query::cells::{scene_cover, MAX_COVER_RADIUS_M};
+use crate::query::crime_csv::parse_crime_csv;
+use crate::query::scene::{scene_matches, MatchMethod, SceneQuery};
+use crate::query::{QFix, QueryConfig};
+use crate::store::{FixRow, LawfulTx, SEGMENT_INDEX_MAX_GAP_US};
+
+/// Longest crime-scene window: a data.police.uk month is at most 31 days, and a longer
+/// window is a trawl through everyone's history rather than a question about a crime.
+pub const MAX_WINDOW_S: i64 = 31 * 86_400;
+/// Crimes per crime-match request (each is its own audited query).
+pub const MAX_CRIMES: usize = 1_000;
+/// Longest justification field, characters.
+const MAX_JUSTIFICATION_CHARS: usize = 4_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/queries/location-at-time", post(location_at_time_query))
+        .route("/v1/queries/crime-scene", post(crime_scene))
+        .route("/v1/queries/crime-match", post(crime_match))
+}
+
+/// Why the caller may look: all three fields non-empty (SPEC §2).
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct Justification {
+    pub crime_ref: String,
+    pub legal_basis: String,
+    pub reason: String,
+}
+
+impl Justification {
+    /// 422 unless every field has non-blank text of a sane length.
+    pub fn validate(&self) -> Result<serde_json::Value, ApiError> {
+        for (name, v) in [
+            ("crime_ref", &self.crime_ref),
+            ("legal_basis", &self.legal_basis),
+            ("reason", &self.reason),
+        ] {
+            if v.trim().is_empty() {
+                return Err(ApiError::Unprocessable(format!(
+                    "justification.{name} must not be empty"
+                )));
+            }
+            if v.chars().count() > MAX_JUSTIFICATION_CHARS {
+                return Err(ApiError::Unprocessable(format!(
+                    "justification.{name} is longer than {MAX_JUSTIFICATION_CHARS} characters"
+                )));
+            }
+        }
+        Ok(
+            json!({"crime_ref": self.crime_ref, "legal_basis": self.legal_basis, "reason": self.reason}),
+        )
+    }
+}
+
+/// Parses an RFC 3339 field or answers 422 naming it.
+pub(crate) fn parse_time(name: &str, v: &str) -> Result<Micros, ApiError> {
+    time::parse_rfc3339(v)
+        .ok_or_else(|| ApiError::Unprocessable(format!("{name} {v:?} is not an RFC 3339 time")))
+}
+
+/// An audit draft for `caller` (the id is assigned on append).
+pub(crate) fn draft(
+    caller: &Principal,
+    action: &str,
+    parameters: serde_json::Value,
+    justification: Option<serde_json::Value>,
+    subject_ids: Vec<String>,
+    result_count: i64,
+) -> AuditDraft {
+    AuditDraft {
+        id: 0,
+        at_us: time::now_micros(),
+        actor: caller.user_id,
+        actor_name: caller.name.clone(),
+        role: caller.role.as_str().to_owned(),
+        action: action.to_owned(),
+        parameters,
+        justification,
+        subject_ids,
+        result_count,
+    }
+}
+
+fn query_config(state: &AppState) -> Result<QueryConfig, ApiError> {
+    let max_gap_s = state.settings.max_gap_s;
+    // The segment index only holds pairs up to an hour apart (see store::lawful).
+    if max_gap_s.saturating_mul(MICROS_PER_SEC) > SEGMENT_INDEX_MAX_GAP_US {
+        return Err(ApiError::Internal(format!(
+            "max-gap-s {max_gap_s} exceeds the segment index's {} s",
+            SEGMENT_INDEX_MAX_GAP_US / MICROS_PER_SEC
+        )));
+    }
+    Ok(QueryConfig { max_gap_s })
+}
+
+fn qfix(r: &FixRow) -> Option<QFix> {
+    Some(QFix {
+        device: r.device_pk,
+        subject: r.subject_pk?,
+        ts_us: r.ts,
+        pos: LatLon::new(f64::from(r.lat_e7?) / 1e7, f64::from(r.lon_e7?) / 1e7),
+        accuracy_m: r.accuracy_m.map_or(0.0, f64::from),
+    })
+}
+
+/// A fix as a query answer shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueryFix {
+    pub device_id: String,
+    pub ts: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub accuracy_m: f64,
+}
+
+fn query_fix(f: &QFix, devices: &HashMap<i64, String>) -> QueryFix {
+    QueryFix {
+        device_id: devices.get(&f.device).cloned().unwrap_or_default(),
+        ts: time::rfc3339(f.ts_us),
+        lat: f.pos.lat,
+        lon: f.pos.lon,
+        accuracy_m: f.accuracy_m,
+    }
+}
+
+// ---------------------------------------------------------------- location-at-time
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LocationAtTimeIn {
+    pub subject_id: String,
+    /// RFC 3339 instant.
+    pub at: String,
+    pub justification: Justification,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EstimateOut {
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub uncertainty_m: Option<f64>,
+    /// `observed`, `interpolated` or `none`.
+    #[schema(value_type = String)]
+    pub method: Method,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LocationAtTimeOut {
+    pub subject_id: String,
+    pub at: String,
+    pub estimate: EstimateOut,
+    pub before: Option<QueryFix>,
+    pub after: Option<QueryFix>,
+    pub audit_id: i64,
+}
+
+/// Where was a subject at an instant (SPEC §4).
+#[utoipa::path(post, path = "/v1/queries/location-at-time", tag = "queries", request_body = LocationAtTimeIn,
+    security(("bearer" = [])),
+    responses((status = 200, body = LocationAtTimeOut), (status = 401, body = crate::error::Problem),
+              (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)))]
+#[tracing::instrument(skip_all, fields(audit_id = tracing::field::Empty))]
+async fn location_at_time_query(
+    State(state): State<AppState>,
+    caller: Principal,
+    JsonBody(body): JsonBody<LocationAtTimeIn>,
+) -> Result<Json<LocationAtTimeOut>, ApiError> {
+    caller.require(&[Role::Analyst])?;
+    let justification = body.justification.validate()?;
+    let subject_id = SubjectId::parse(body.subject_id.as_str())
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let at = parse_time("at", &body.at)?;
+    let cfg = query_config(&state)?;
+
+    let mut tx = state.store.begin_lawful().await?;
+    let subject_pk = tx.subject_pk(subject_id.as_str()).await?;
+    let (estimate, devices) = match subject_pk {
+        Some(pk) => {
+            let rows = tx.at_time_fixes(pk, at, cfg.max_gap_us()).await?;
+            let fixes: Vec<QFix> = rows.iter().filter_map(qfix).collect();
+            let est = location_at_time(&fixes, at, &cfg);
+            let pks: Vec<i64> = [est.before, est.after]
+                .iter()
+                .flatten()
+                .map(|f| f.device)
+                .collect();
+            (Some(est), tx.device_ids(&pks).await?)
+        }
+        None => (None, HashMap::new()),
+    };
+    let disclosed = estimate
+        .as_ref()
+        .is_some_and(|e| e.method != Method::None || e.before.is_some() || e.after.is_some());
+    let found = estimate.as_ref().is_some_and(|e| e.method != Method::None);
+    let rec = tx
+        .append_audit(draft(
+            &caller,
+            "query.location_at_time",
+            json!({"subject_id": subject_id.as_str(), "at": time::rfc3339(at), "found": subject_pk.is_some()}),
+            Some(justification),
+            if disclosed {
+                vec![subject_id.to_string()]
+            } else {
+                vec![]
+            },
+            i64::from(found),
+        ))
+        .await?;
+    tx.commit().await?;
+    tracing::Span::current().record("audit_id", rec.id);
+    let Some(est) = estimate else {
+        return Err(ApiError::not_found("subject"));
+    };
+    Ok(Json(LocationAtTimeOut {
+        subject_id: subject_id.to_string(),
+        at: time::rfc3339(at),
+        estimate: EstimateOut {
+            lat: est.lat,
+            lon: est.lon,
+            uncertainty_m: est.uncertainty_m,
+            method: est.method,
+        },
+        before: est.before.as_ref().map(|f| query_fix(f, &devices)),
+        after: est.after.as_ref().map(|f| query_fix(f, &devices)),
+        audit_id: rec.id,
+    }))
+}
+
+// ---------------------------------------------------------------- crime-scene
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CrimeSceneIn {
+    pub lat: f64,
+    pub lon: f64,
+    pub radius_m: f64,
+    pub from: String,
+    pub to: String,
+    pub justification: Justification,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SceneMatchOut {
+    pub subject_id: String,
+    pub device_id: String,
+    pub closest_approach_m: f64,
+    pub closest_at: String,
+    /// `fix` or `interpolated`.
+    #[schema(value_type = String)]
+    pub method: MatchMethod,
+    pub fixes_within: i64,
+    /// Accuracy of the fix, or the larger of the two fixes', the closest approach rests on.
+    pub accuracy_m: f64,
+    /// Times of the fix or segment endpoints the closest approach rests on.
+    pub basis: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CrimeSceneOut {
+    pub matches: Vec<SceneMatchOut>,
+    pub audit_id: i64,
+}
+
+/// A validated scene.
+struct Scene {
+    query: SceneQuery,
+}
+
+fn scene(lat: f64, lon: f64, radius_m: f64, from: &str, to: &str) -> Result<Scene, ApiError> {
+    check_radius(radius_m)?;
+    let center = check_place(lat, lon)?;
+    let (from_us, to_us) = (parse_time("from", from)?, parse_time("to", to)?);
+    window(from_us, to_us)?;
+    Ok(Scene {
+        query: SceneQuery {
+            center,
+            radius_m,
+            from_us,
+            to_us,
+        },
+    })
+}
+
+fn check_radius(radius_m: f64) -> Result<(), ApiError> {
+    if radius_m.is_finite() && radius_m > 0.0 && radius_m <= MAX_COVER_RADIUS_M {
+        Ok(())
+    } else {
+        Err(ApiError::Unprocessable(format!(
+            "radius_m {radius_m} is not in (0, {MAX_COVER_RADIUS_M}]"
+        )))
+    }
+}
+
+fn check_place(lat: f64, lon: f64) -> Result<LatLon, ApiError> {
+    if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
+        return Err(ApiError::Unprocessable(format!(
+            "lat {lat} is not in [-90, 90]"
+        )));
+    }
+    if !(lon.is_finite() && (-180.0..=180.0).contains(&lon)) {
+        return Err(ApiError::Unprocessable(format!(
+            "lon {lon} is not in [-180, 180]"
+        )));
+    }
+    Ok(LatLon::new(lat, lon))
+}
+
+fn window(from_us: Micros, to_us: Micros) -> Result<(), ApiError> {
+    if from_us > to_us {
+        return Err(ApiError::Unprocessable("from is after to".into()));
+    }
+    if to_us - from_us > MAX_WINDOW_S * MICROS_PER_SEC {
+        return Err(ApiError::Unprocessable(format!(
+            "the window is longer than {} days",
+            MAX_WINDOW_S / 86_400
+        )));
+    }
+    Ok(())
+}
+
+/// Runs one scene inside `tx`: candidates through the index, exact matching in code.
+async fn run_scene(
+    tx: &mut LawfulTx,
+    scene: &SceneQuery,
+    cfg: &QueryConfig,
+) -> Result<Vec<SceneMatchOut>, ApiError> {
+    let cover = scene_cover(scene.center, scene.radius_m)
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let rows = tx
+        .scene_fixes(&cover, scene.from_us, scene.to_us, cfg.max_gap_us())
+        .await?;
+    let fixes: Vec<QFix> = rows.iter().filter_map(qfix).collect();
+    let matches = scene_matches(&fixes, scene, cfg);
+    let device_pks: Vec<i64> = matches
+        .iter()
+        .map(|m| m.device)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let subject_pks: Vec<i64> = matches
+        .iter()
+        .map(|m| m.subject)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let devices = tx.device_ids(&device_pks).await?;
+    let subjects = tx.subject_ids(&subject_pks).await?;
+    Ok(matches
+        .into_iter()
+        .map(|m| SceneMatchOut {
+            subject_id: subjects.get(&m.subject).cloned().unwrap_or_default(),
+            device_id: devices.get(&m.device).cloned().unwrap_or_default(),
+            closest_approach_m: m.closest_approach_m,
+            closest_at: time::rfc3339(m.closest_at_us),
+            method: m.method,
+            fixes_within: m.fixes_within,
+            accuracy_m: m.accuracy_m,
+            basis: m.basis_ts_us.iter().map(|t| time::rfc3339(*t)).collect(),
+        })
+        .collect())
+}
+
+/// Subject ids in the order the answer gives them, each once.
+fn disclosed(matches: &[SceneMatchOut]) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    matches
+        .iter()
+        .filter(|m| seen.insert(m.subject_id.clone()))
+        .map(|m| m.subject_id.clone())
+        .collect()
+}
+
+fn scene_parameters(s: &SceneQuery) -> serde_json::Value {
+    json!({
+        "lat": s.center.lat, "lon": s.center.lon, "radius_m": s.radius_m,
+        "from": time::rfc3339(s.from_us), "to": time::rfc3339(s.to_us),
+    })
+}
+
+/// Which tagged subjects came near a point during a window (SPEC §4).
+#[utoipa::path(post, path = "/v1/queries/crime-scene", tag = "queries", request_body = CrimeSceneIn,
+    security(("bearer" = [])),
+    responses((status = 200, body = CrimeSceneOut), (status = 401, body = crate::error::Problem),
+              (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+#[tracing::instrument(skip_all, fields(audit_id = tracing::field::Empty, matches = tracing::field::Empty))]
+async fn crime_scene(
+    State(state): State<AppState>,
+    caller: Principal,
+    JsonBody(body): JsonBody<CrimeSceneIn>,
+) -> Result<Json<CrimeSceneOut>, ApiError> {
+    caller.require(&[Role::Analyst])?;
+    let justification = body.justification.validate()?;
+    let s = scene(body.lat, body.lon, body.radius_m, &body.from, &body.to)?;
+    let cfg = query_config(&state)?;
+    let mut tx = state.store.begin_lawful().await?;
+    let matches = run_scene(&mut tx, &s.query, &cfg).await?;
+    let rec = tx
+        .append_audit(draft(
+            &caller,
+            "query.crime_scene",
+            scene_parameters(&s.query),
+            Some(justification),
+            disclosed(&matches),
+            matches.len() as i64,
+        ))
+        .await?;
+    tx.commit().await?;
+    let span = tracing::Span::current();
+    span.record("audit_id", rec.id);
+    span.record("matches", matches.len());
+    Ok(Json(CrimeSceneOut {
+        matches,
+        audit_id: rec.id,
+    }))
+}
+
+// ---------------------------------------------------------------- crime-match
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CrimeIn {
+    #[serde(rename = "ref")]
+    pub crime_ref: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub from: String,
+    pub to: String,
+    pub category: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CrimeMatchIn {
+    pub crimes: Vec<CrimeIn>,
+    pub radius_m: f64,
+    pub justification: Justification,
+}
+
+/// Query parameters of the `text/csv` form.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CrimeCsvParams {
+    pub radius_m: Option<f64>,
+    pub crime_ref: Option<String>,
+    pub legal_basis: Option<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CrimeResult {
+    #[serde(rename = "ref")]
+    pub crime_ref: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// CSV only: the row's line number in the file (the header is line 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    pub matches: Vec<SceneMatchOut>,
+    pub audit_id: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RowErrorOut {
+    pub line: u64,
+    pub error: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CrimeMatchOut {
+    pub results: Vec<CrimeResult>,
+    /// CSV rows that could not be used (the others are still answered).
+    pub errors: Vec<RowErrorOut>,
+}
+
+struct Crime {
+    crime_ref: String,
+    category: Option<String>,
+    line: Option<u64>,
+    scene: SceneQuery,
+}
+
+/// Matches a batch of crimes against the stored tracks, one audited query per crime
+/// (SPEC §2). JSON body, or `text/csv` (`ref,lat,lon,from,to[,category]` or the
+/// data.police.uk street-level layout) with the radius and justification as query parameters.
+#[utoipa::path(post, path = "/v1/queries/crime-match", tag = "queries", params(CrimeCsvParams),
+    request_body(content(
+        (CrimeMatchIn = "application/json"),
+        (String = "text/csv")
+    )),
+    security(("bearer" = [])),
+    responses((status = 200, body = CrimeMatchOut), (status = 400, body = crate::error::Problem),
+              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem),
+              (status = 422, body = crate::error::Problem)))]
+#[tracing::instrument(skip_all, fields(crimes = tracing::field::Empty))]
+async fn crime_match(
+    State(state): State<AppState>,
+    caller: Principal,
+    headers: HeaderMap,
+    Query(params): Query<CrimeCsvParams>,
+    body: Bytes,
+) -> Result<Json<CrimeMatchOut>, ApiError> {
+    caller.require(&[Role::Analyst])?;
+    let is_csv = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/csv"));
+    let (crimes, radius_m, justification, errors) = if is_csv {
+        csv_crimes(&params, &body)?
+    } else {
+        json_crimes(&body)?
+    };
+    if crimes.len() > MAX_CRIMES {
+        return Err(ApiError::Unprocessable(format!(
+            "at most {MAX_CRIMES} crimes per request"
+        )));
+    }
+    tracing::Span::current().record("crimes", crimes.len());
+    let cfg = query_config(&state)?;
+    let mut results = Vec::with_capacity(crimes.len());
+    // One transaction per crime: each is its own audited query, and SQLite's write lock is
+    // held for one crime at a time, not the whole batch.
+    for c in crimes {
+        let mut tx = state.store.begin_lawful().await?;
+        let matches = run_scene(&mut tx, &c.scene, &cfg).await?;
+        let mut parameters = scene_parameters(&c.scene);
+        parameters["ref"] = json!(c.crime_ref);
+        parameters["radius_m"] = json!(radius_m);
+        if let Some(cat) = &c.category {
+            parameters["category"] = json!(cat);
+        }
+        let rec = tx
+            .append_audit(draft(
+                &caller,
+                "query.crime_match",
+                parameters,
+                Some(justification.clone()),
+                disclosed(&matches),
+                matches.len() as i64,
+            ))
+            .await?;
+        tx.commit().await?;
+        results.push(CrimeResult {
+            crime_ref: c.crime_ref,
+            category: c.category,
+            line: c.line,
+            matches,
+            audit_id: rec.id,
+        });
+    }
+    Ok(Json(CrimeMatchOut { results, errors }))
+}
+
+type Batch = (Vec<Crime>, f64, serde_json::Value, Vec<RowErrorOut>);
+
+fn json_crimes(body: &[u8]) -> Result<Batch, ApiError> {
+    let input: CrimeMatchIn = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::Unprocessable(e.to_string()),
+        _ => ApiError::BadRequest(format!("the body is not valid JSON: {e}")),
+    })?;
+    let justification = input.justification.validate()?;
+    let mut crimes = Vec::with_capacity(input.crimes.len());
+    for (i, c) in input.crimes.into_iter().enumerate() {
+        if c.crime_ref.trim().is_empty() {
+            return Err(ApiError::Unprocessable(format!(
+                "crimes[{i}].ref must not be empty"
+            )));
+        }
+        let s = scene(c.lat, c.lon, input.radius_m, &c.from, &c.to)
+            .map_err(|e| ApiError::Unprocessable(format!("crimes[{i}]: {e}")))?;
+        crimes.push(Crime {
+            crime_ref: c.crime_ref,
+            category: c.category,
+            line: None,
+            scene: s.query,
+        });
+    }
+    Ok((crimes, input.radius_m, justification, Vec::new()))
+}
+
+fn csv_crimes(params: &CrimeCsvParams, body: &[u8]) -> Result<Batch, ApiError> {
+    let missing =
+        |name: &str| ApiError::Unprocessable(format!("query parameter {name} is required"));
+    let justification = Justification {
+        crime_ref: params
+            .crime_ref
+            .clone()
+            .ok_or_else(|| missing("crime_ref"))?,
+        legal_basis: params
+            .legal_basis
+            .clone()
+            .ok_or_else(|| missing("legal_basis"))?,
+        reason: params.reason.clone().ok_or_else(|| missing("reason"))?,
+    }
+    .validate()?;
+    let radius_m = params.radius_m.ok_or_else(|| missing("radius_m"))?;
+    check_radius(radius_m)?;
+    let parsed = parse_crime_csv(body).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let mut errors: Vec<RowErrorOut> = parsed
+        .errors
+        .iter()
+        .map(|e| RowErrorOut {
+            line: e.line,
+            error: e.kind.to_string(),
+        })
+        .collect();
+    let mut crimes = Vec::with_capacity(parsed.crimes.len());
+    for c in parsed.crimes {
+        // the parser checked the ranges; a window too long for one query is ours to refuse
+        if let Err(e) = window(c.from_us, c.to_us) {
+            errors.push(RowErrorOut {
+                line: c.line,
+                error: e.to_string(),
+            });
+            continue;
+        }
+        crimes.push(Crime {
+            crime_ref: c.crime_ref,
+            category: c.category,
+            line: Some(c.line),
+            scene: SceneQuery {
+                center: c.pos,
+                radius_m,
+                from_us: c.from_us,
+                to_us: c.to_us,
+            },
+        });
+    }
+    errors.sort_by_key(|e| e.line);
+    Ok((crimes, radius_m, justification, errors))
+}

@@ -1,0 +1,378 @@
+//! Lawful location queries and the audit trail, as the store serves them (SPEC §2 Lawful
+//! location queries, Trails, Audit; §4; §5 Audit integrity, Retention).
+//!
+//! ## Audited reads
+//! An audited read runs in a [`LawfulTx`]: the read and the audit entry that records it
+//! are one transaction, so an answer never leaves without its entry, and an entry that
+//! cannot be written fails the read (fail closed). On SQLite the transaction starts with
+//! `BEGIN IMMEDIATE` (it will write the entry, and a deferred read transaction could not
+//! upgrade once ingest has committed in between); on PostgreSQL the append takes a
+//! transaction-scoped advisory lock, which serialises appenders so that the entry's id is
+//! the head's id + 1 (see [`crate::audit::chain`]).
+//!
+//! ## The crime-scene index
+//! `fixes(cell, ts)` holds every positioned fix's H3 res-9 cell; `fix_segments` holds the
+//! res-7 cells of every long segment (see [`crate::query::cells`]), written by the fix
+//! insert path ([`long_segments`]). A scene query reads the index to find `(device, ts)`
+//! hits, turns them into per-device time intervals ([`merge_intervals`]) and loads only the
+//! fixes in those intervals — never a device's whole history.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::audit::chain::{AuditDraft, AuditRecord, VerifyReport};
+use crate::geodesy::LatLon;
+use crate::model::Micros;
+use crate::query::cells::{is_long_segment, segment_cells, SceneCover};
+
+use super::{FixRow, Result, Store};
+
+/// Consecutive positioned fixes of one device at most this far apart get `fix_segments`
+/// rows when they are long. One hour is far above any sensible `--max-gap-s` (default
+/// 300 s), so the index holds every linked long segment whatever the setting up to it.
+pub const SEGMENT_INDEX_MAX_GAP_US: i64 = 3_600 * 1_000_000;
+
+/// Audit entries read per round trip while verifying the chain.
+pub(super) const VERIFY_PAGE: i64 = 2_000;
+
+/// Filters of `GET /v1/audit` (all optional), newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub from: Option<Micros>,
+    pub to: Option<Micros>,
+    pub actor: Option<i64>,
+    pub subject_id: Option<String>,
+    /// Only entries with an id below this (the cursor).
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+/// What one retention run deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PurgeCounts {
+    pub fixes: u64,
+    pub segments: u64,
+}
+
+/// A fix's key and position, as the segment indexer reads it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pt {
+    pub device_pk: i64,
+    pub ts: Micros,
+    pub lat_e7: i32,
+    pub lon_e7: i32,
+}
+
+/// One `fix_segments` row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct SegRow {
+    pub cell: i64,
+    pub t0: Micros,
+    pub t1: Micros,
+    pub device_pk: i64,
+}
+
+fn latlon(lat_e7: i32, lon_e7: i32) -> LatLon {
+    LatLon::new(f64::from(lat_e7) / 1e7, f64::from(lon_e7) / 1e7)
+}
+
+/// Per device of the batch: the time range of its stored, positioned, newly inserted fixes
+/// (the indexer reads the stored neighbours just outside it).
+pub(super) fn batch_ranges(rows: &[FixRow], stored: &[bool]) -> Vec<(i64, Micros, Micros)> {
+    let mut by_device: BTreeMap<i64, (Micros, Micros)> = BTreeMap::new();
+    for (r, _) in rows
+        .iter()
+        .zip(stored)
+        .filter(|(r, s)| **s && r.lat_e7.is_some() && r.lon_e7.is_some())
+    {
+        by_device
+            .entry(r.device_pk)
+            .and_modify(|(lo, hi)| {
+                *lo = (*lo).min(r.ts);
+                *hi = (*hi).max(r.ts);
+            })
+            .or_insert((r.ts, r.ts));
+    }
+    by_device
+        .into_iter()
+        .map(|(d, (lo, hi))| (d, lo, hi))
+        .collect()
+}
+
+/// The coarse rows of the long segments that the new fixes form with their neighbours.
+/// `pts` are, per device, the stored positioned fixes from the one before the batch's
+/// range to the one after it (new fixes included); `new` are the keys inserted now. Only
+/// pairs with a new fix are indexed (the others were when their later fix arrived).
+pub(super) fn long_segments(mut pts: Vec<Pt>, new: &HashSet<(i64, i64)>) -> Vec<SegRow> {
+    pts.sort_by_key(|p| (p.device_pk, p.ts));
+    pts.dedup_by_key(|p| (p.device_pk, p.ts));
+    let mut out = Vec::new();
+    for w in pts.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if a.device_pk != b.device_pk
+            || b.ts - a.ts > SEGMENT_INDEX_MAX_GAP_US
+            || !(new.contains(&(a.device_pk, a.ts)) || new.contains(&(b.device_pk, b.ts)))
+        {
+            continue;
+        }
+        let (pa, pb) = (latlon(a.lat_e7, a.lon_e7), latlon(b.lat_e7, b.lon_e7));
+        if !is_long_segment(pa, pb) {
+            continue;
+        }
+        match segment_cells(pa, pb) {
+            Ok(cells) => out.extend(cells.into_iter().map(|cell| SegRow {
+                cell,
+                t0: a.ts,
+                t1: b.ts,
+                device_pk: a.device_pk,
+            })),
+            // a jump of over 1,000 km is a position glitch, not a journey
+            Err(e) => tracing::debug!(device_pk = a.device_pk, error = %e, "segment not indexed"),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Per-device time intervals to load for a scene query: `[ts − gap, ts + gap]` around
+/// every fine-cell hit and `[t0, t1]` for every long segment, merged when they are at most
+/// `gap` apart. Inside an interval every fix of the device is loaded; between two intervals
+/// more than `gap` of time is left out, so two loaded fixes that look consecutive are
+/// either truly consecutive or too far apart to be linked. Every segment that can match
+/// has an endpoint hit (short) or an index row (long), so it lies inside one interval.
+pub(super) fn merge_intervals(
+    hits: &[(i64, Micros)],
+    segments: &[(i64, Micros, Micros)],
+    gap_us: i64,
+) -> Vec<(i64, Micros, Micros)> {
+    let mut raw: Vec<(i64, Micros, Micros)> = hits
+        .iter()
+        .map(|&(d, ts)| (d, ts.saturating_sub(gap_us), ts.saturating_add(gap_us)))
+        .chain(segments.iter().copied())
+        .collect();
+    raw.sort_unstable();
+    let mut out: Vec<(i64, Micros, Micros)> = Vec::with_capacity(raw.len().min(1024));
+    for (d, a, b) in raw {
+        match out.last_mut() {
+            Some(last) if last.0 == d && a <= last.2.saturating_add(gap_us) => {
+                last.2 = last.2.max(b);
+            }
+            _ => out.push((d, a, b)),
+        }
+    }
+    out
+}
+
+/// An audited read in progress: reads and the audit append share one transaction. Drop it
+/// without [`LawfulTx::commit`] and nothing is written.
+pub enum LawfulTx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+macro_rules! tx_dispatch {
+    ($self:ident, $f:ident ( $($arg:expr),* )) => {
+        match $self {
+            LawfulTx::Sqlite(tx) => super::sqlite_lawful::$f(&mut **tx, $($arg),*).await,
+            LawfulTx::Postgres(tx) => super::postgres_lawful::$f(&mut **tx, $($arg),*).await,
+        }
+    };
+}
+
+impl LawfulTx {
+    /// The store key of a subject, if it exists.
+    pub async fn subject_pk(&mut self, id: &str) -> Result<Option<i64>> {
+        tx_dispatch!(self, subject_pk(id))
+    }
+
+    /// A subject's positioned fixes for location-at-time: every fix attributed to it in
+    /// `[at − gap, at + gap]` on any device it has worn, plus, per device, the nearest one
+    /// before and after that window. Unordered, duplicates removed.
+    pub async fn at_time_fixes(
+        &mut self,
+        subject_pk: i64,
+        at: Micros,
+        gap_us: i64,
+    ) -> Result<Vec<FixRow>> {
+        let mut rows: Vec<FixRow> = tx_dispatch!(self, at_time_fixes(subject_pk, at, gap_us))?;
+        rows.sort_by_key(|r| (r.device_pk, r.ts));
+        rows.dedup_by_key(|r| (r.device_pk, r.ts));
+        Ok(rows)
+    }
+
+    /// Positioned, attributed fixes that can decide a crime-scene query over
+    /// `[from, to]` (see the module doc): the candidates found through `cover`, with every
+    /// fix of theirs near the hits.
+    pub async fn scene_fixes(
+        &mut self,
+        cover: &SceneCover,
+        from: Micros,
+        to: Micros,
+        gap_us: i64,
+    ) -> Result<Vec<FixRow>> {
+        let lo = from.saturating_sub(gap_us);
+        let hi = to.saturating_add(gap_us);
+        let hits: Vec<(i64, Micros)> = tx_dispatch!(self, scene_hits(&cover.fine, lo, hi))?;
+        let segs: Vec<(i64, Micros, Micros)> =
+            tx_dispatch!(self, scene_segments(&cover.coarse, lo, to, from))?;
+        if hits.is_empty() && segs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let intervals = merge_intervals(&hits, &segs, gap_us);
+        tx_dispatch!(self, fixes_in_intervals(&intervals))
+    }
+
+    /// One page of a subject's trail in `[from, to]`, oldest first, after the cursor
+    /// `(ts, device_pk)`; every fix attributed to the subject (positioned or not).
+    pub async fn trail_page(
+        &mut self,
+        subject_pk: i64,
+        from: Micros,
+        to: Micros,
+        after: Option<(Micros, i64)>,
+        limit: i64,
+    ) -> Result<Vec<FixRow>> {
+        tx_dispatch!(self, trail_page(subject_pk, from, to, after, limit))
+    }
+
+    /// External ids of devices by store key.
+    pub async fn device_ids(&mut self, pks: &[i64]) -> Result<HashMap<i64, String>> {
+        if pks.is_empty() {
+            return Ok(HashMap::new());
+        }
+        tx_dispatch!(self, device_ids(pks))
+    }
+
+    /// External ids of subjects by store key.
+    pub async fn subject_ids(&mut self, pks: &[i64]) -> Result<HashMap<i64, String>> {
+        if pks.is_empty() {
+            return Ok(HashMap::new());
+        }
+        tx_dispatch!(self, subject_ids(pks))
+    }
+
+    /// Seals `draft` onto the chain (its `id` is replaced by the head's + 1) and inserts it.
+    pub async fn append_audit(&mut self, draft: AuditDraft) -> Result<AuditRecord> {
+        tx_dispatch!(self, append_audit(draft))
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            LawfulTx::Sqlite(tx) => tx.commit().await?,
+            LawfulTx::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Starts an audited read (see the module doc).
+    pub async fn begin_lawful(&self) -> Result<LawfulTx> {
+        Ok(match self {
+            Store::Sqlite(s) => LawfulTx::Sqlite(s.pool().begin_with("BEGIN IMMEDIATE").await?),
+            Store::Postgres(s) => LawfulTx::Postgres(s.pool().begin().await?),
+        })
+    }
+
+    /// Appends one audit entry in its own transaction: the entry point for changes that
+    /// are audited on their own (alert and zone changes, the retention purge). `draft.id`
+    /// is ignored: the entry gets the head's id + 1.
+    pub async fn append_audit(&self, draft: AuditDraft) -> Result<AuditRecord> {
+        let mut tx = self.begin_lawful().await?;
+        let rec = tx.append_audit(draft).await?;
+        tx.commit().await?;
+        Ok(rec)
+    }
+
+    /// Audit entries matching `filter`, newest first.
+    pub async fn audit_page(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        match self {
+            Store::Sqlite(s) => s.audit_page(filter).await,
+            Store::Postgres(s) => s.audit_page(filter).await,
+        }
+    }
+
+    /// Walks the whole chain in id order, a page at a time.
+    pub async fn verify_audit(&self) -> Result<VerifyReport> {
+        match self {
+            Store::Sqlite(s) => s.verify_audit().await,
+            Store::Postgres(s) => s.verify_audit().await,
+        }
+    }
+
+    /// Deletes fixes with `ts < cutoff` and the segment rows that end before it, device by
+    /// device in short transactions (ingest is not held up by one long delete).
+    pub async fn purge_fixes_before(&self, cutoff: Micros) -> Result<PurgeCounts> {
+        match self {
+            Store::Sqlite(s) => s.purge_fixes_before(cutoff).await,
+            Store::Postgres(s) => s.purge_fixes_before(cutoff).await,
+        }
+    }
+}
+
+/// Decodes the stored JSON text of an audit column. Text that is not JSON (a tampered row)
+/// is kept as a string, so verification reports a hash mismatch rather than failing.
+pub(super) fn stored_json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+}
+
+/// Decodes the stored `subject_ids` column (see [`stored_json`]).
+pub(super) fn stored_subject_ids(text: &str) -> Vec<String> {
+    match serde_json::from_str::<Vec<String>>(text) {
+        Ok(v) => v,
+        Err(_) => vec![text.to_owned()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000_000;
+
+    #[test]
+    fn hits_close_in_time_merge_and_far_ones_do_not() {
+        let gap = 5 * MIN;
+        let iv = merge_intervals(&[(1, 0), (1, 8 * MIN), (1, 30 * MIN), (2, 0)], &[], gap);
+        assert_eq!(
+            iv,
+            vec![
+                (1, -5 * MIN, 13 * MIN),
+                (1, 25 * MIN, 35 * MIN),
+                (2, -5 * MIN, 5 * MIN)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_gap_of_exactly_max_gap_between_intervals_is_merged() {
+        let gap = 5 * MIN;
+        // [−5, 5] and [10, 20]: 5 minutes apart, so a fix at 5 and one at 10 could be
+        // linked; they must be in one interval.
+        let iv = merge_intervals(&[(1, 0), (1, 15 * MIN)], &[], gap);
+        assert_eq!(iv, vec![(1, -5 * MIN, 20 * MIN)]);
+    }
+
+    #[test]
+    fn only_long_pairs_with_a_new_fix_are_indexed() {
+        let p = |ts: i64, lat: f64| Pt {
+            device_pk: 1,
+            ts,
+            lat_e7: (lat * 1e7) as i32,
+            lon_e7: -1_000_000,
+        };
+        // 0 → 60 s: ~1.1 km (long, new); 60 → 120 s: ~11 m (short); 120 → 2 h: too far apart
+        let pts = vec![
+            p(0, 51.50),
+            p(60 * 1_000_000, 51.51),
+            p(120 * 1_000_000, 51.5101),
+            p(7_200 * 1_000_000, 51.60),
+        ];
+        let new: HashSet<(i64, i64)> = [(1, 60 * 1_000_000), (1, 7_200 * 1_000_000)].into();
+        let segs = long_segments(pts, &new);
+        assert!(!segs.is_empty());
+        assert!(segs
+            .iter()
+            .all(|s| s.t0 == 0 && s.t1 == 60 * 1_000_000 && s.device_pk == 1));
+    }
+}

@@ -1,0 +1,338 @@
+//! PostgreSQL side of lawful queries and the audit trail (see [`super::lawful`]): the reads
+//! of an audited transaction, the audit chain's rows, the segment index written with
+//! fixes, and the retention purge. Key lists are bound as arrays (`= ANY`, `UNNEST`).
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+
+use super::lawful::{
+    batch_ranges, long_segments, stored_json, stored_subject_ids, AuditFilter, Pt, PurgeCounts,
+    VERIFY_PAGE,
+};
+use super::postgres::{fix, FIX_SELECT};
+use super::{FixRow, PgStore, Result};
+use crate::audit::chain::{seal, AuditDraft, AuditRecord, Verifier, VerifyReport, GENESIS_HASH};
+use crate::model::Micros;
+
+/// Key of the transaction-scoped advisory lock that serialises audit appends ("tagwatch"
+/// in ASCII, 0x7461677761746368, as a signed 64-bit value).
+const AUDIT_LOCK_KEY: i64 = 0x7461_6777_6174_6368;
+
+fn audit_record(r: &PgRow) -> std::result::Result<AuditRecord, sqlx::Error> {
+    let justification: Option<String> = r.try_get("justification")?;
+    Ok(AuditRecord {
+        id: r.try_get("id")?,
+        at_us: r.try_get("at")?,
+        actor: r.try_get("actor")?,
+        actor_name: r.try_get("actor_name")?,
+        role: r.try_get("role")?,
+        action: r.try_get("action")?,
+        parameters: stored_json(r.try_get("parameters")?),
+        justification: justification.as_deref().map(stored_json),
+        subject_ids: stored_subject_ids(r.try_get("subject_ids")?),
+        result_count: r.try_get("result_count")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+fn fixes(rows: &[PgRow]) -> Result<Vec<FixRow>> {
+    Ok(rows
+        .iter()
+        .map(fix)
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+/// Called by [`PgStore::insert_fixes`] inside its transaction, after the insert: indexes
+/// the long segments the new fixes form with their stored neighbours.
+#[tracing::instrument(skip_all)]
+pub(super) async fn index_segments(
+    conn: &mut PgConnection,
+    rows: &[FixRow],
+    stored: &[bool],
+    inserted: &HashSet<(i64, i64)>,
+) -> Result<()> {
+    let ranges = batch_ranges(rows, stored);
+    if ranges.is_empty() {
+        return Ok(());
+    }
+    let pts: Vec<Pt> = sqlx::query_as::<_, (i64, i64, i32, i32)>(
+        "SELECT f.device_pk::int8, f.ts, f.lat_e7, f.lon_e7 \
+         FROM UNNEST($1::int4[], $2::int8[], $3::int8[]) AS j(d, lo, hi) \
+         CROSS JOIN LATERAL (SELECT \
+             coalesce((SELECT g.ts FROM fixes g WHERE g.device_pk = j.d AND g.ts < j.lo \
+                       AND g.lat_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1), j.lo) AS a, \
+             coalesce((SELECT g.ts FROM fixes g WHERE g.device_pk = j.d AND g.ts > j.hi \
+                       AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1), j.hi) AS b) r \
+         JOIN fixes f ON f.device_pk = j.d AND f.ts BETWEEN r.a AND r.b \
+         WHERE f.lat_e7 IS NOT NULL AND f.lon_e7 IS NOT NULL",
+    )
+    .bind(ranges.iter().map(|r| r.0 as i32).collect::<Vec<_>>())
+    .bind(ranges.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind(ranges.iter().map(|r| r.2).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|(device_pk, ts, lat_e7, lon_e7)| Pt {
+        device_pk,
+        ts,
+        lat_e7,
+        lon_e7,
+    })
+    .collect();
+    let segs = long_segments(pts, inserted);
+    if segs.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO fix_segments (cell, t0, t1, device_pk) \
+         SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int4[]) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(segs.iter().map(|s| s.cell).collect::<Vec<_>>())
+    .bind(segs.iter().map(|s| s.t0).collect::<Vec<_>>())
+    .bind(segs.iter().map(|s| s.t1).collect::<Vec<_>>())
+    .bind(segs.iter().map(|s| s.device_pk as i32).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn subject_pk(conn: &mut PgConnection, id: &str) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar("SELECT pk FROM subjects WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?)
+}
+
+pub(super) async fn at_time_fixes(
+    conn: &mut PgConnection,
+    subject_pk: i64,
+    at: Micros,
+    gap_us: i64,
+) -> Result<Vec<FixRow>> {
+    let rows = sqlx::query(&format!(
+        "WITH d AS (SELECT DISTINCT device_pk::int4 AS pk FROM device_assignments WHERE subject_pk = $1) \
+         SELECT {FIX_SELECT} FROM fixes \
+         WHERE device_pk IN (SELECT pk FROM d) \
+           AND ts BETWEEN $2 AND $3 AND subject_pk = $1 AND lat_e7 IS NOT NULL \
+         UNION ALL \
+         SELECT {FIX_SELECT} FROM d CROSS JOIN LATERAL (SELECT * FROM fixes g WHERE g.device_pk = d.pk \
+             AND g.ts < $2 AND g.subject_pk = $1 AND g.lat_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1) f \
+         UNION ALL \
+         SELECT {FIX_SELECT} FROM d CROSS JOIN LATERAL (SELECT * FROM fixes g WHERE g.device_pk = d.pk \
+             AND g.ts > $3 AND g.subject_pk = $1 AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1) f"
+    ))
+    .bind(subject_pk)
+    .bind(at.saturating_sub(gap_us))
+    .bind(at.saturating_add(gap_us))
+    .fetch_all(conn)
+    .await?;
+    fixes(&rows)
+}
+
+pub(super) async fn scene_hits(
+    conn: &mut PgConnection,
+    cells: &[i64],
+    lo: Micros,
+    hi: Micros,
+) -> Result<Vec<(i64, Micros)>> {
+    Ok(sqlx::query_as(
+        "SELECT device_pk::int8, ts FROM fixes WHERE cell = ANY($1) AND ts BETWEEN $2 AND $3",
+    )
+    .bind(cells)
+    .bind(lo)
+    .bind(hi)
+    .fetch_all(conn)
+    .await?)
+}
+
+pub(super) async fn scene_segments(
+    conn: &mut PgConnection,
+    cells: &[i64],
+    t0_lo: Micros,
+    t0_hi: Micros,
+    t1_lo: Micros,
+) -> Result<Vec<(i64, Micros, Micros)>> {
+    Ok(sqlx::query_as(
+        "SELECT device_pk::int8, t0, t1 FROM fix_segments \
+         WHERE cell = ANY($1) AND t0 BETWEEN $2 AND $3 AND t1 >= $4",
+    )
+    .bind(cells)
+    .bind(t0_lo)
+    .bind(t0_hi)
+    .bind(t1_lo)
+    .fetch_all(conn)
+    .await?)
+}
+
+pub(super) async fn fixes_in_intervals(
+    conn: &mut PgConnection,
+    intervals: &[(i64, Micros, Micros)],
+) -> Result<Vec<FixRow>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {FIX_SELECT} FROM UNNEST($1::int4[], $2::int8[], $3::int8[]) AS j(d, a, b) \
+         CROSS JOIN LATERAL (SELECT * FROM fixes g WHERE g.device_pk = j.d AND g.ts BETWEEN j.a AND j.b \
+             AND g.lat_e7 IS NOT NULL AND g.lon_e7 IS NOT NULL AND g.subject_pk IS NOT NULL) f"
+    ))
+    .bind(intervals.iter().map(|i| i.0 as i32).collect::<Vec<_>>())
+    .bind(intervals.iter().map(|i| i.1).collect::<Vec<_>>())
+    .bind(intervals.iter().map(|i| i.2).collect::<Vec<_>>())
+    .fetch_all(conn)
+    .await?;
+    fixes(&rows)
+}
+
+pub(super) async fn trail_page(
+    conn: &mut PgConnection,
+    subject_pk: i64,
+    from: Micros,
+    to: Micros,
+    after: Option<(Micros, i64)>,
+    limit: i64,
+) -> Result<Vec<FixRow>> {
+    let (after_ts, after_dev) = after.unwrap_or((i64::MIN, i64::MIN));
+    let rows = sqlx::query(&format!(
+        "SELECT {FIX_SELECT} FROM fixes \
+         WHERE device_pk IN (SELECT device_pk FROM device_assignments WHERE subject_pk = $1) \
+           AND subject_pk = $1 AND ts BETWEEN $2 AND $3 AND (ts, device_pk::int8) > ($4, $5) \
+         ORDER BY ts, device_pk LIMIT $6"
+    ))
+    .bind(subject_pk)
+    .bind(from)
+    .bind(to)
+    .bind(after_ts)
+    .bind(after_dev)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    fixes(&rows)
+}
+
+pub(super) async fn device_ids(
+    conn: &mut PgConnection,
+    pks: &[i64],
+) -> Result<HashMap<i64, String>> {
+    let rows: Vec<(i64, String)> = sqlx::query_as("SELECT pk, id FROM devices WHERE pk = ANY($1)")
+        .bind(pks)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
+pub(super) async fn subject_ids(
+    conn: &mut PgConnection,
+    pks: &[i64],
+) -> Result<HashMap<i64, String>> {
+    let rows: Vec<(i64, String)> = sqlx::query_as("SELECT pk, id FROM subjects WHERE pk = ANY($1)")
+        .bind(pks)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Appends in the caller's transaction. The advisory lock (released at commit or
+/// rollback) serialises appenders; under READ COMMITTED the head read after taking it sees
+/// every earlier appender's committed entry.
+pub(super) async fn append_audit(
+    conn: &mut PgConnection,
+    mut draft: AuditDraft,
+) -> Result<AuditRecord> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(AUDIT_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
+    let head: Option<(i64, String)> =
+        sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (id, prev) = head.map_or((1, GENESIS_HASH.to_owned()), |(id, h)| (id + 1, h));
+    draft.id = id;
+    let rec = seal(&prev, draft).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    sqlx::query(
+        "INSERT INTO audit (id, at, actor, actor_name, role, action, parameters, justification, \
+         subject_ids, result_count, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(rec.id)
+    .bind(rec.at_us)
+    .bind(rec.actor)
+    .bind(&rec.actor_name)
+    .bind(&rec.role)
+    .bind(&rec.action)
+    .bind(rec.parameters.to_string())
+    .bind(rec.justification.as_ref().map(|j| j.to_string()))
+    .bind(serde_json::to_string(&rec.subject_ids).unwrap_or_else(|_| "[]".to_owned()))
+    .bind(rec.result_count)
+    .bind(&rec.prev_hash)
+    .bind(&rec.hash)
+    .execute(&mut *conn)
+    .await?;
+    Ok(rec)
+}
+
+impl PgStore {
+    pub async fn audit_page(&self, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit WHERE ($1::int8 IS NULL OR at >= $1) AND ($2::int8 IS NULL OR at <= $2) \
+             AND ($3::int8 IS NULL OR actor = $3) \
+             AND ($4::text IS NULL OR strpos(subject_ids, '\"' || $4 || '\"') > 0) \
+             AND ($5::int8 IS NULL OR id < $5) ORDER BY id DESC LIMIT $6",
+        )
+        .bind(f.from)
+        .bind(f.to)
+        .bind(f.actor)
+        .bind(&f.subject_id)
+        .bind(f.before_id)
+        .bind(f.limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(audit_record)
+            .collect::<std::result::Result<_, _>>()?)
+    }
+
+    pub async fn verify_audit(&self) -> Result<VerifyReport> {
+        let mut v = Verifier::new();
+        let mut after = i64::MIN;
+        loop {
+            let rows = sqlx::query("SELECT * FROM audit WHERE id > $1 ORDER BY id LIMIT $2")
+                .bind(after)
+                .bind(VERIFY_PAGE)
+                .fetch_all(self.pool())
+                .await?;
+            for r in &rows {
+                let rec = audit_record(r)?;
+                after = rec.id;
+                v.push(&rec);
+            }
+            if (rows.len() as i64) < VERIFY_PAGE {
+                return Ok(v.report());
+            }
+        }
+    }
+
+    pub async fn purge_fixes_before(&self, cutoff: Micros) -> Result<PurgeCounts> {
+        let devices: Vec<i64> = sqlx::query_scalar("SELECT pk FROM devices ORDER BY pk")
+            .fetch_all(self.pool())
+            .await?;
+        let mut counts = PurgeCounts::default();
+        for d in devices {
+            counts.fixes += sqlx::query("DELETE FROM fixes WHERE device_pk = $1 AND ts < $2")
+                .bind(d as i32)
+                .bind(cutoff)
+                .execute(self.pool())
+                .await?
+                .rows_affected();
+        }
+        counts.segments = sqlx::query("DELETE FROM fix_segments WHERE t1 < $1")
+            .bind(cutoff)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        Ok(counts)
+    }
+}

@@ -1,0 +1,343 @@
+//! SQLite side of lawful queries and the audit trail (see [`super::lawful`]): the reads of
+//! an audited transaction, the audit chain's rows, the segment index written with fixes,
+//! and the retention purge.
+//!
+//! Variable-length key lists are bound as one JSON text and read with `json_each`, so each
+//! statement has a fixed text and stays in the statement cache.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, SqliteConnection};
+
+use super::lawful::{
+    batch_ranges, long_segments, stored_json, stored_subject_ids, AuditFilter, Pt, PurgeCounts,
+    SegRow, VERIFY_PAGE,
+};
+use super::sqlite::{fix, FIX_COLUMNS};
+use super::{FixRow, Result, SqliteStore};
+use crate::audit::chain::{seal, AuditDraft, AuditRecord, Verifier, VerifyReport, GENESIS_HASH};
+use crate::model::Micros;
+
+/// Segment rows per INSERT (4 bound values each).
+const SEGMENTS_PER_INSERT: usize = 500;
+
+fn audit_record(r: &SqliteRow) -> std::result::Result<AuditRecord, sqlx::Error> {
+    let justification: Option<String> = r.try_get("justification")?;
+    Ok(AuditRecord {
+        id: r.try_get("id")?,
+        at_us: r.try_get("at")?,
+        actor: r.try_get("actor")?,
+        actor_name: r.try_get("actor_name")?,
+        role: r.try_get("role")?,
+        action: r.try_get("action")?,
+        parameters: stored_json(r.try_get("parameters")?),
+        justification: justification.as_deref().map(stored_json),
+        subject_ids: stored_subject_ids(r.try_get("subject_ids")?),
+        result_count: r.try_get("result_count")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+fn json_list(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn fixes(rows: &[SqliteRow]) -> Result<Vec<FixRow>> {
+    Ok(rows
+        .iter()
+        .map(fix)
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+/// Called by [`SqliteStore::insert_fixes`] inside its transaction, after the insert:
+/// indexes the long segments the new fixes form with their stored neighbours.
+#[tracing::instrument(skip_all)]
+pub(super) async fn index_segments(
+    conn: &mut SqliteConnection,
+    rows: &[FixRow],
+    stored: &[bool],
+    inserted: &HashSet<(i64, i64)>,
+) -> Result<()> {
+    let ranges = batch_ranges(rows, stored);
+    if ranges.is_empty() {
+        return Ok(());
+    }
+    // Per device: its positioned fixes from the one before the batch's range to the one
+    // after it, all by primary-key seeks.
+    let pts: Vec<Pt> = sqlx::query_as::<_, (i64, i64, i32, i32)>(
+        "WITH j(d, lo, hi) AS (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+                json_extract(value, '$[2]') FROM json_each(?1)) \
+         SELECT f.device_pk, f.ts, f.lat_e7, f.lon_e7 FROM j CROSS JOIN fixes f \
+         WHERE f.device_pk = j.d \
+           AND f.ts >= coalesce((SELECT g.ts FROM fixes g WHERE g.device_pk = j.d AND g.ts < j.lo \
+                                 AND g.lat_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1), j.lo) \
+           AND f.ts <= coalesce((SELECT g.ts FROM fixes g WHERE g.device_pk = j.d AND g.ts > j.hi \
+                                 AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1), j.hi) \
+           AND f.lat_e7 IS NOT NULL AND f.lon_e7 IS NOT NULL",
+    )
+    .bind(json_list(&ranges))
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|(device_pk, ts, lat_e7, lon_e7)| Pt {
+        device_pk,
+        ts,
+        lat_e7,
+        lon_e7,
+    })
+    .collect();
+    insert_segments(conn, &long_segments(pts, inserted)).await
+}
+
+async fn insert_segments(conn: &mut SqliteConnection, segs: &[SegRow]) -> Result<()> {
+    for chunk in segs.chunks(SEGMENTS_PER_INSERT) {
+        let mut qb = QueryBuilder::new("INSERT INTO fix_segments (cell, t0, t1, device_pk) ");
+        qb.push_values(chunk, |mut b, s| {
+            b.push_bind(s.cell)
+                .push_bind(s.t0)
+                .push_bind(s.t1)
+                .push_bind(s.device_pk);
+        });
+        qb.push(" ON CONFLICT DO NOTHING");
+        qb.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn subject_pk(conn: &mut SqliteConnection, id: &str) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar("SELECT pk FROM subjects WHERE id = ?")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?)
+}
+
+pub(super) async fn at_time_fixes(
+    conn: &mut SqliteConnection,
+    subject_pk: i64,
+    at: Micros,
+    gap_us: i64,
+) -> Result<Vec<FixRow>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {FIX_COLUMNS} FROM fixes \
+         WHERE device_pk IN (SELECT device_pk FROM device_assignments WHERE subject_pk = ?1) \
+           AND ts BETWEEN ?2 AND ?3 AND subject_pk = ?1 AND lat_e7 IS NOT NULL \
+         UNION ALL \
+         SELECT {FIX_COLUMNS} FROM fixes WHERE (device_pk, ts) IN ( \
+             SELECT a.device_pk, (SELECT g.ts FROM fixes g WHERE g.device_pk = a.device_pk \
+                 AND g.ts < ?2 AND g.subject_pk = ?1 AND g.lat_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1) \
+             FROM device_assignments a WHERE a.subject_pk = ?1) \
+         UNION ALL \
+         SELECT {FIX_COLUMNS} FROM fixes WHERE (device_pk, ts) IN ( \
+             SELECT a.device_pk, (SELECT g.ts FROM fixes g WHERE g.device_pk = a.device_pk \
+                 AND g.ts > ?3 AND g.subject_pk = ?1 AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1) \
+             FROM device_assignments a WHERE a.subject_pk = ?1)"
+    ))
+    .bind(subject_pk)
+    .bind(at.saturating_sub(gap_us))
+    .bind(at.saturating_add(gap_us))
+    .fetch_all(conn)
+    .await?;
+    fixes(&rows)
+}
+
+pub(super) async fn scene_hits(
+    conn: &mut SqliteConnection,
+    cells: &[i64],
+    lo: Micros,
+    hi: Micros,
+) -> Result<Vec<(i64, Micros)>> {
+    Ok(sqlx::query_as(
+        "SELECT device_pk, ts FROM fixes \
+         WHERE cell IN (SELECT value FROM json_each(?1)) AND ts BETWEEN ?2 AND ?3",
+    )
+    .bind(json_list(&cells))
+    .bind(lo)
+    .bind(hi)
+    .fetch_all(conn)
+    .await?)
+}
+
+pub(super) async fn scene_segments(
+    conn: &mut SqliteConnection,
+    cells: &[i64],
+    t0_lo: Micros,
+    t0_hi: Micros,
+    t1_lo: Micros,
+) -> Result<Vec<(i64, Micros, Micros)>> {
+    Ok(sqlx::query_as(
+        "SELECT device_pk, t0, t1 FROM fix_segments \
+         WHERE cell IN (SELECT value FROM json_each(?1)) AND t0 BETWEEN ?2 AND ?3 AND t1 >= ?4",
+    )
+    .bind(json_list(&cells))
+    .bind(t0_lo)
+    .bind(t0_hi)
+    .bind(t1_lo)
+    .fetch_all(conn)
+    .await?)
+}
+
+pub(super) async fn fixes_in_intervals(
+    conn: &mut SqliteConnection,
+    intervals: &[(i64, Micros, Micros)],
+) -> Result<Vec<FixRow>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {FIX_COLUMNS} FROM json_each(?1) AS j CROSS JOIN fixes \
+         WHERE device_pk = json_extract(j.value, '$[0]') \
+           AND ts BETWEEN json_extract(j.value, '$[1]') AND json_extract(j.value, '$[2]') \
+           AND lat_e7 IS NOT NULL AND lon_e7 IS NOT NULL AND subject_pk IS NOT NULL"
+    ))
+    .bind(json_list(&intervals))
+    .fetch_all(conn)
+    .await?;
+    fixes(&rows)
+}
+
+pub(super) async fn trail_page(
+    conn: &mut SqliteConnection,
+    subject_pk: i64,
+    from: Micros,
+    to: Micros,
+    after: Option<(Micros, i64)>,
+    limit: i64,
+) -> Result<Vec<FixRow>> {
+    let (after_ts, after_dev) = after.unwrap_or((i64::MIN, i64::MIN));
+    let rows = sqlx::query(&format!(
+        "SELECT {FIX_COLUMNS} FROM fixes \
+         WHERE device_pk IN (SELECT device_pk FROM device_assignments WHERE subject_pk = ?1) \
+           AND subject_pk = ?1 AND ts BETWEEN ?2 AND ?3 AND (ts, device_pk) > (?4, ?5) \
+         ORDER BY ts, device_pk LIMIT ?6"
+    ))
+    .bind(subject_pk)
+    .bind(from)
+    .bind(to)
+    .bind(after_ts)
+    .bind(after_dev)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    fixes(&rows)
+}
+
+pub(super) async fn device_ids(
+    conn: &mut SqliteConnection,
+    pks: &[i64],
+) -> Result<HashMap<i64, String>> {
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT pk, id FROM devices WHERE pk IN (SELECT value FROM json_each(?))")
+            .bind(json_list(&pks))
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+pub(super) async fn subject_ids(
+    conn: &mut SqliteConnection,
+    pks: &[i64],
+) -> Result<HashMap<i64, String>> {
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT pk, id FROM subjects WHERE pk IN (SELECT value FROM json_each(?))")
+            .bind(json_list(&pks))
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Appends in the caller's transaction, which already holds SQLite's write lock
+/// (`BEGIN IMMEDIATE`), so no other appender can read the same head.
+pub(super) async fn append_audit(
+    conn: &mut SqliteConnection,
+    mut draft: AuditDraft,
+) -> Result<AuditRecord> {
+    let head: Option<(i64, String)> =
+        sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (id, prev) = head.map_or((1, GENESIS_HASH.to_owned()), |(id, h)| (id + 1, h));
+    draft.id = id;
+    let rec = seal(&prev, draft).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    sqlx::query(
+        "INSERT INTO audit (id, at, actor, actor_name, role, action, parameters, justification, \
+         subject_ids, result_count, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(rec.id)
+    .bind(rec.at_us)
+    .bind(rec.actor)
+    .bind(&rec.actor_name)
+    .bind(&rec.role)
+    .bind(&rec.action)
+    .bind(rec.parameters.to_string())
+    .bind(rec.justification.as_ref().map(|j| j.to_string()))
+    .bind(json_list(&rec.subject_ids))
+    .bind(rec.result_count)
+    .bind(&rec.prev_hash)
+    .bind(&rec.hash)
+    .execute(&mut *conn)
+    .await?;
+    Ok(rec)
+}
+
+impl SqliteStore {
+    pub async fn audit_page(&self, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at <= ?2) \
+             AND (?3 IS NULL OR actor = ?3) \
+             AND (?4 IS NULL OR instr(subject_ids, '\"' || ?4 || '\"') > 0) \
+             AND (?5 IS NULL OR id < ?5) ORDER BY id DESC LIMIT ?6",
+        )
+        .bind(f.from)
+        .bind(f.to)
+        .bind(f.actor)
+        .bind(&f.subject_id)
+        .bind(f.before_id)
+        .bind(f.limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(audit_record)
+            .collect::<std::result::Result<_, _>>()?)
+    }
+
+    pub async fn verify_audit(&self) -> Result<VerifyReport> {
+        let mut v = Verifier::new();
+        let mut after = i64::MIN;
+        loop {
+            let rows = sqlx::query("SELECT * FROM audit WHERE id > ? ORDER BY id LIMIT ?")
+                .bind(after)
+                .bind(VERIFY_PAGE)
+                .fetch_all(self.pool())
+                .await?;
+            for r in &rows {
+                let rec = audit_record(r)?;
+                after = rec.id;
+                v.push(&rec);
+            }
+            if (rows.len() as i64) < VERIFY_PAGE {
+                return Ok(v.report());
+            }
+        }
+    }
+
+    pub async fn purge_fixes_before(&self, cutoff: Micros) -> Result<PurgeCounts> {
+        let devices: Vec<i64> = sqlx::query_scalar("SELECT pk FROM devices ORDER BY pk")
+            .fetch_all(self.pool())
+            .await?;
+        let mut counts = PurgeCounts::default();
+        for d in devices {
+            counts.fixes += sqlx::query("DELETE FROM fixes WHERE device_pk = ? AND ts < ?")
+                .bind(d)
+                .bind(cutoff)
+                .execute(self.pool())
+                .await?
+                .rows_affected();
+        }
+        counts.segments = sqlx::query("DELETE FROM fix_segments WHERE t1 < ?")
+            .bind(cutoff)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        Ok(counts)
+    }
+}
