@@ -15,6 +15,7 @@
 //! - [`error`]: the API error type and its problem+json mapping.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`loadgen`]: the HTTP load generator.
+//! - [`sim`]: the seeded fleet simulator on the shipped London geodata (`geodata/`); pure.
 //! - [`app`]: wiring and serving, shared by the CLI and the tests.
 
 pub mod api;
@@ -31,6 +32,7 @@ pub mod model;
 pub mod query;
 pub mod registry;
 pub mod retention;
+pub mod sim;
 pub mod store;
 pub mod token;
 
