@@ -189,6 +189,32 @@ async fn an_exclusion_breach_opens_ends_and_is_closed_by_its_officer(backend: Ba
     assert_eq!(closed["items"].as_array().unwrap().len(), 1);
     let (_, open) = s.app.get("/v1/alerts?status=open", &s.officer).await;
     assert_eq!(open["items"].as_array().unwrap().len(), 0);
+
+    // every zone change, alert change and evidence read is in the audit trail
+    let (_, auditor) = s.app.user("auditor", "auditor").await;
+    let (st, log) = s.app.get("/v1/audit?limit=1000", &auditor).await;
+    assert_eq!(st, StatusCode::OK, "{log}");
+    let actions: Vec<&str> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "zone.create",
+        "alert.opened",
+        "alert.ended",
+        "alert.read",
+        "alert.acknowledge",
+        "alert.close",
+    ] {
+        assert!(
+            actions.contains(&expected),
+            "{expected} missing from {actions:?}"
+        );
+    }
+    let (_, verify) = s.app.get("/v1/audit/verify", &auditor).await;
+    assert_eq!(verify["ok"], true, "{verify}");
 }
 
 async fn drift_at_the_boundary_within_accuracy_raises_nothing(backend: Backend) {

@@ -246,7 +246,39 @@ async fn show(
     Path(id): Path<i64>,
 ) -> Result<Json<AlertDetail>, ApiError> {
     let (row, dir) = visible_alert(&state, &caller, id).await?;
-    Ok(Json(detail(&state, &dir, row).await?))
+    let d = detail(&state, &dir, row).await?;
+    // the evidence is location data: reading it is audited (fail closed)
+    audit(
+        &state,
+        &caller,
+        "alert.read",
+        &d.alert,
+        d.evidence.len() as i64,
+    )
+    .await?;
+    Ok(Json(d))
+}
+
+async fn audit(
+    state: &AppState,
+    caller: &Principal,
+    action: &str,
+    alert: &Alert,
+    result_count: i64,
+) -> Result<(), ApiError> {
+    state
+        .store
+        .append_audit(super::queries::draft(
+            caller,
+            action,
+            serde_json::json!({"alert_id": alert.id, "type": alert.alert_type,
+                "status": alert.status, "outcome": alert.outcome}),
+            None,
+            vec![alert.subject_id.clone()],
+            result_count,
+        ))
+        .await?;
+    Ok(())
 }
 
 async fn detail(state: &AppState, dir: &Directory, row: AlertRow) -> Result<AlertDetail, ApiError> {
@@ -335,7 +367,16 @@ async fn acknowledge(
         .update_alert(&row, "acknowledged", Some(caller.user_id))
         .await?;
     state.monitor.announce("acknowledged", row.clone());
-    Ok(Json(detail(&state, &dir, row).await?))
+    let d = detail(&state, &dir, row).await?;
+    audit(
+        &state,
+        &caller,
+        "alert.acknowledge",
+        &d.alert,
+        d.evidence.len() as i64,
+    )
+    .await?;
+    Ok(Json(d))
 }
 
 /// Closes an alert with an outcome and a note.
@@ -373,7 +414,16 @@ async fn close(
         .update_alert(&row, "closed", Some(caller.user_id))
         .await?;
     state.monitor.announce("closed", row.clone());
-    Ok(Json(detail(&state, &dir, row).await?))
+    let d = detail(&state, &dir, row).await?;
+    audit(
+        &state,
+        &caller,
+        "alert.close",
+        &d.alert,
+        d.evidence.len() as i64,
+    )
+    .await?;
+    Ok(Json(d))
 }
 
 /// Server-Sent Events: one `alert` event per alert opened, updated, ended, acknowledged,

@@ -151,6 +151,15 @@ async fn create(
         })
         .await?;
     state.monitor.reload_zones().await?;
+    audit(
+        &state,
+        &caller,
+        "zone.create",
+        serde_json::json!({"zone_id": row.id, "kind": row.kind,
+        "name": row.name, "grace_s": row.grace_s, "valid_from": time::rfc3339(row.valid_from)}),
+        &subject.id,
+    )
+    .await?;
     tracing::info!(zone = row.id, "zone created");
     Ok((StatusCode::CREATED, Json(zone_json(row, &subject.id))))
 }
@@ -211,6 +220,14 @@ async fn remove(
     }
     state.store.end_zone(zid, time::now_micros()).await?;
     state.monitor.reload_zones().await?;
+    audit(
+        &state,
+        &caller,
+        "zone.delete",
+        serde_json::json!({"zone_id": zid, "name": zone.name}),
+        &subject.id,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -258,6 +275,15 @@ async fn create_absence(
         .insert_absence(subject.pk, from, to, reason, caller.user_id)
         .await?;
     state.monitor.reload_absences().await?;
+    audit(
+        &state,
+        &caller,
+        "absence.create",
+        serde_json::json!({"absence_id": row.id,
+        "from": time::rfc3339(from), "to": time::rfc3339(to), "reason": row.reason}),
+        &subject.id,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(Absence {
@@ -268,6 +294,28 @@ async fn create_absence(
             reason: row.reason,
         }),
     ))
+}
+
+/// Audits a zone or absence change.
+async fn audit(
+    state: &AppState,
+    caller: &Principal,
+    action: &str,
+    parameters: serde_json::Value,
+    subject_id: &str,
+) -> Result<(), ApiError> {
+    state
+        .store
+        .append_audit(super::queries::draft(
+            caller,
+            action,
+            parameters,
+            None,
+            vec![subject_id.to_owned()],
+            1,
+        ))
+        .await?;
+    Ok(())
 }
 
 /// London borough boundaries (GeoJSON FeatureCollection; `properties.name`), any user.

@@ -357,6 +357,7 @@ impl Monitor {
         };
         apply_episode(&mut row, e);
         row.id = self.inner.store.insert_alert(&row).await?;
+        self.audit("opened", &row).await?;
         self.inner
             .metrics
             .alerts_opened
@@ -375,7 +376,43 @@ impl Monitor {
     async fn write_update(&self, mut row: AlertRow, kind: &'static str) -> Result<(), StoreError> {
         row.updated_at = now_micros();
         self.inner.store.update_alert(&row, kind, None).await?;
+        if kind != "updated" || row.detected_late {
+            self.audit(kind, &row).await?;
+        }
         let _ = self.inner.changes.send(AlertChange { kind, alert: row });
+        Ok(())
+    }
+
+    /// Audits an engine-made alert change (SPEC §2 Audit: every alert change is an entry).
+    /// Evidence-only updates of an ongoing episode are kept in the alert's event history
+    /// but not repeated in the audit trail.
+    async fn audit(&self, kind: &str, row: &AlertRow) -> Result<(), StoreError> {
+        let subject = self
+            .inner
+            .store
+            .subjects()
+            .await?
+            .into_iter()
+            .find(|s| s.pk == row.subject_pk)
+            .map(|s| s.id);
+        self.inner
+            .store
+            .append_audit(crate::audit::chain::AuditDraft {
+                id: 0,
+                at_us: now_micros(),
+                actor: 0,
+                actor_name: "compliance engine".into(),
+                role: "system".into(),
+                action: format!("alert.{kind}"),
+                parameters: serde_json::json!({"alert_id": row.id, "type": row.alert_type,
+                    "zone_id": row.zone_id, "started_at": crate::model::time::rfc3339(row.started_at),
+                    "ended_at": row.ended_at.map(crate::model::time::rfc3339),
+                    "status": row.status, "detected_late": row.detected_late}),
+                justification: None,
+                subject_ids: subject.into_iter().collect(),
+                result_count: 1,
+            })
+            .await?;
         Ok(())
     }
 
