@@ -16,12 +16,14 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`loadgen`]: the HTTP load generator.
 //! - [`sim`]: the seeded fleet simulator on the shipped London geodata (`geodata/`); pure.
+//! - [`demo`]: `tagwatch demo`, the whole system on the simulated fleet.
 //! - [`app`]: wiring and serving, shared by the CLI and the tests.
 
 pub mod api;
 pub mod app;
 pub mod audit;
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod geodesy;

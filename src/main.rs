@@ -22,6 +22,11 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// The whole system on real London data: simulated fleet, alerts, a query, the console.
+    Demo {
+        #[command(flatten)]
+        args: tagwatch::demo::DemoArgs,
+    },
     /// Drive a running server with simulated tags; report fixes/s and latency.
     Loadgen {
         #[command(flatten)]
@@ -92,6 +97,13 @@ async fn main() -> anyhow::Result<()> {
                 let _ = stop.send(true);
             });
             running.wait().await
+        }
+        Command::Demo { args } => {
+            let summary = tagwatch::demo::run(args).await?;
+            if summary.missed > 0 || summary.false_alerts > 0 {
+                std::process::exit(2);
+            }
+            Ok(())
         }
         Command::Loadgen { args } => {
             let report = tagwatch::loadgen::run(args).await?;
