@@ -95,6 +95,13 @@ impl Settings {
                 });
             }
         }
+        // the crime-scene segment index holds linked pairs up to an hour apart
+        if self.max_gap_s > 3_600 {
+            return Err(InvalidSetting {
+                name: "max-gap-s",
+                reason: format!("at most 3600, got {}", self.max_gap_s),
+            });
+        }
         if self.sweep_interval_s == 0 {
             return Err(InvalidSetting {
                 name: "sweep-interval-s",
