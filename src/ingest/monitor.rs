@@ -543,7 +543,15 @@ impl Monitor {
         tokio::spawn(async move {
             while let Some(c) = rx.recv().await {
                 if let Err(e) = m.evaluate(c.rows).await {
-                    tracing::error!(error = %e, "evaluation failed; state will be rebuilt from the store");
+                    // The fixes are stored; rebuilding replays them from the store and
+                    // reconciles, so no alert is lost or duplicated once the store is back.
+                    tracing::error!(error = %e, "evaluation failed; rebuilding engine state from the store");
+                    let mut wait = std::time::Duration::from_millis(200);
+                    while let Err(e) = m.rebuild().await {
+                        tracing::error!(error = %e, "rebuild failed; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(std::time::Duration::from_secs(10));
+                    }
                 }
             }
         });
