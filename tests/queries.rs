@@ -648,13 +648,16 @@ async fn editing_or_deleting_a_stored_audit_row_breaks_verify_at_the_first_bad_i
 async fn a_query_fails_closed_when_its_audit_entry_cannot_be_written(backend: Backend) {
     let w = world(backend).await;
     w.track("GTO-1", "TAG-1", &[(0, 0.0, 0.0)]).await;
-    let id = w.scene(50.0, -60, 60).await["audit_id"].as_i64().unwrap();
-    // A head hash that cannot be chained from makes every append fail.
+    w.scene(50.0, -60, 60).await["audit_id"].as_i64().unwrap();
+    // A head hash that cannot be chained from makes every append fail. The head is read
+    // back rather than taken from the answer: the retention job's start-up entry may land
+    // after the query.
     w.sql(
         backend,
-        &format!("UPDATE audit SET hash = 'not a hash' WHERE id = {id}"),
+        "UPDATE audit SET hash = 'not a hash' WHERE id = (SELECT max(id) FROM audit)",
     )
     .await;
+    let id = w.audit("").await[0]["id"].as_i64().unwrap();
     let (s, v) = w
         .app
         .post(
