@@ -87,7 +87,19 @@ async fn the_auth_matrix_answers_401_403_and_404_as_specified(backend: Backend) 
         assert_eq!(s, StatusCode::OK, "{path}");
     }
     let (_, doc) = app.call(Method::GET, "/openapi.json", None, None).await;
-    assert!(doc["paths"]["/v1/pings"]["post"].is_object());
+    for (path, method) in [
+        ("/v1/pings", "post"),
+        ("/v1/alerts", "get"),
+        ("/v1/subjects/{id}/zones", "post"),
+        ("/v1/queries/crime-scene", "post"),
+        ("/v1/audit/verify", "get"),
+        ("/v1/me", "get"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing from /openapi.json"
+        );
+    }
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
 }
 
