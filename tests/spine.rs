@@ -86,6 +86,32 @@ async fn the_auth_matrix_answers_401_403_and_404_as_specified(backend: Backend) 
         let (s, _) = app.call(Method::GET, path, None, None).await;
         assert_eq!(s, StatusCode::OK, "{path}");
     }
+    // axum's own rejections (a bad query or path parameter, a wrong method) are problem+json too
+    for (method, path) in [
+        (Method::GET, "/v1/alerts?limit=lots"),
+        (Method::DELETE, "/v1/zones/abc"),
+        (Method::DELETE, "/v1/pings"),
+    ] {
+        let r = app
+            .client
+            .request(method.clone(), format!("{}{}", app.url, path))
+            .bearer_auth(&app.admin_token)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_client_error(),
+            "{method} {path}: {}",
+            r.status()
+        );
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{method} {path}"
+        );
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
+    }
     let (_, doc) = app.call(Method::GET, "/openapi.json", None, None).await;
     for (path, method) in [
         ("/v1/pings", "post"),

@@ -76,6 +76,47 @@ where
     }
 }
 
+/// Rewrites error responses that did not come from [`ApiError`] (axum's own rejections of a
+/// bad path or query parameter, 405) as problem+json, so every error has one shape.
+async fn problem_json(resp: axum::response::Response) -> axum::response::Response {
+    use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+    use axum::response::IntoResponse;
+    let status = resp.status();
+    let is_problem = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if is_problem || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .unwrap_or_default();
+    let title = status.canonical_reason().unwrap_or("error").to_owned();
+    let detail = match String::from_utf8_lossy(&text).trim() {
+        "" => format!("{} for this route", title.to_lowercase()),
+        t => t.to_owned(),
+    };
+    let problem = crate::error::Problem {
+        kind: "about:blank",
+        title,
+        status: status.as_u16(),
+        detail,
+    };
+    let mut out = (status, axum::Json(problem)).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != CONTENT_TYPE && name != CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out.headers_mut().insert(
+        CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/problem+json"),
+    );
+    out
+}
+
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     let max_body = state.settings.max_body_bytes;
@@ -93,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         .merge(console::router())
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)
+        .layer(axum::middleware::map_response(problem_json))
         .layer(
             // The span names the route pattern, never the raw URI: query strings can hold
             // tokens and coordinates (OsmAnd), which must not reach the logs.
