@@ -22,6 +22,7 @@ on_both_stores!(
     comms_loss_is_found_by_the_sweep_and_ended_by_the_next_ping,
     zones_are_validated_deleted_without_erasure_and_boroughs_are_served,
     a_restart_rebuilds_state_without_duplicating_or_losing_alerts,
+    the_engine_ending_an_acknowledged_alert_keeps_the_officers_review,
 );
 
 const HOME: (f64, f64) = (51.5450, -0.1030); // Islington
@@ -580,4 +581,31 @@ async fn a_restart_rebuilds_state_without_duplicating_or_losing_alerts(backend: 
     settle().await;
     let (_, v) = s.app.get("/v1/alerts", &s.officer).await;
     assert_eq!(ids(v["items"].as_array().unwrap()), ids(&before));
+}
+
+async fn the_engine_ending_an_acknowledged_alert_keeps_the_officers_review(backend: Backend) {
+    let s = setup(backend).await;
+    exclusion_zone(&s, 0).await;
+    post(&s, json!([fix(&ago(300), STATION, 10.0)])).await;
+    let alerts = alerts_until(&s.app, &s.officer, |a| a.len() == 1).await;
+    let id = alerts[0]["id"].as_i64().unwrap();
+    let (st, _) = s
+        .app
+        .post(
+            &format!("/v1/alerts/{id}/acknowledge"),
+            &s.officer,
+            json!({"note": "calling the subject"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    // the engine extends and then ends the episode: it owns the times, not the review
+    post(
+        &s,
+        json!([fix(&ago(200), STATION, 10.0), fix(&ago(100), HOME, 10.0)]),
+    )
+    .await;
+    let alerts = alerts_until(&s.app, &s.officer, |a| !a[0]["ended_at"].is_null()).await;
+    assert_eq!(alerts[0]["status"], "acknowledged", "{alerts:?}");
+    assert_eq!(alerts[0]["note"], "calling the subject");
+    assert_eq!(alerts[0]["evidence_count"], 2);
 }

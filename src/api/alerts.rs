@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::model::fix::E7;
 use crate::model::time;
 use crate::model::Role;
-use crate::store::{AlertFilter, AlertRow};
+use crate::store::{AlertFields, AlertFilter, AlertRow};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -259,6 +259,7 @@ async fn show(
     Ok(Json(d))
 }
 
+/// Audits an alert action with the alert's identity and state.
 async fn audit(
     state: &AppState,
     caller: &Principal,
@@ -266,19 +267,17 @@ async fn audit(
     alert: &Alert,
     result_count: i64,
 ) -> Result<(), ApiError> {
-    state
-        .store
-        .append_audit(super::queries::draft(
-            caller,
-            action,
-            serde_json::json!({"alert_id": alert.id, "type": alert.alert_type,
-                "status": alert.status, "outcome": alert.outcome}),
-            None,
-            vec![alert.subject_id.clone()],
-            result_count,
-        ))
-        .await?;
-    Ok(())
+    let parameters = serde_json::json!({"alert_id": alert.id, "type": alert.alert_type,
+        "status": alert.status, "outcome": alert.outcome});
+    super::audit::record(
+        state,
+        caller,
+        action,
+        parameters,
+        &alert.subject_id,
+        result_count,
+    )
+    .await
 }
 
 async fn detail(state: &AppState, dir: &Directory, row: AlertRow) -> Result<AlertDetail, ApiError> {
@@ -364,7 +363,12 @@ async fn acknowledge(
     row.updated_at = time::now_micros();
     state
         .store
-        .update_alert(&row, "acknowledged", Some(caller.user_id))
+        .update_alert(
+            &row,
+            AlertFields::Review,
+            "acknowledged",
+            Some(caller.user_id),
+        )
         .await?;
     state.monitor.announce("acknowledged", row.clone());
     let d = detail(&state, &dir, row).await?;
@@ -411,7 +415,7 @@ async fn close(
     row.updated_at = time::now_micros();
     state
         .store
-        .update_alert(&row, "closed", Some(caller.user_id))
+        .update_alert(&row, AlertFields::Review, "closed", Some(caller.user_id))
         .await?;
     state.monitor.announce("closed", row.clone());
     let d = detail(&state, &dir, row).await?;

@@ -151,13 +151,14 @@ async fn create(
         })
         .await?;
     state.monitor.reload_zones().await?;
-    audit(
+    super::audit::record(
         &state,
         &caller,
         "zone.create",
         serde_json::json!({"zone_id": row.id, "kind": row.kind,
         "name": row.name, "grace_s": row.grace_s, "valid_from": time::rfc3339(row.valid_from)}),
         &subject.id,
+        1,
     )
     .await?;
     tracing::info!(zone = row.id, "zone created");
@@ -208,24 +209,23 @@ async fn remove(
         .zone(zid)
         .await?
         .ok_or_else(|| ApiError::not_found("zone"))?;
-    let subject = state
+    let (subject_id, officer_id) = state
         .store
-        .subjects()
+        .subject_ref(zone.subject_pk)
         .await?
-        .into_iter()
-        .find(|s| s.pk == zone.subject_pk)
         .ok_or_else(|| ApiError::not_found("zone"))?;
-    if !caller.is_admin() && subject.officer_id != Some(caller.user_id) {
+    if !caller.is_admin() && officer_id != Some(caller.user_id) {
         return Err(ApiError::not_found("zone"));
     }
     state.store.end_zone(zid, time::now_micros()).await?;
     state.monitor.reload_zones().await?;
-    audit(
+    super::audit::record(
         &state,
         &caller,
         "zone.delete",
         serde_json::json!({"zone_id": zid, "name": zone.name}),
-        &subject.id,
+        &subject_id,
+        1,
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -275,13 +275,14 @@ async fn create_absence(
         .insert_absence(subject.pk, from, to, reason, caller.user_id)
         .await?;
     state.monitor.reload_absences().await?;
-    audit(
+    super::audit::record(
         &state,
         &caller,
         "absence.create",
         serde_json::json!({"absence_id": row.id,
         "from": time::rfc3339(from), "to": time::rfc3339(to), "reason": row.reason}),
         &subject.id,
+        1,
     )
     .await?;
     Ok((
@@ -294,28 +295,6 @@ async fn create_absence(
             reason: row.reason,
         }),
     ))
-}
-
-/// Audits a zone or absence change.
-async fn audit(
-    state: &AppState,
-    caller: &Principal,
-    action: &str,
-    parameters: serde_json::Value,
-    subject_id: &str,
-) -> Result<(), ApiError> {
-    state
-        .store
-        .append_audit(super::queries::draft(
-            caller,
-            action,
-            parameters,
-            None,
-            vec![subject_id.to_owned()],
-            1,
-        ))
-        .await?;
-    Ok(())
 }
 
 /// London borough boundaries (GeoJSON FeatureCollection; `properties.name`), any user.

@@ -28,7 +28,7 @@ use crate::model::fix::{unpack_flags, E7};
 use crate::model::geometry::{Boroughs, GeometryInput};
 use crate::model::schedule::Schedule;
 use crate::model::time::now_micros;
-use crate::store::{AlertRow, FixRow, Store, StoreError, ZoneRow};
+use crate::store::{AlertFields, AlertRow, FixRow, Store, StoreError, ZoneRow};
 
 use super::Committed;
 
@@ -375,7 +375,15 @@ impl Monitor {
 
     async fn write_update(&self, mut row: AlertRow, kind: &'static str) -> Result<(), StoreError> {
         row.updated_at = now_micros();
-        self.inner.store.update_alert(&row, kind, None).await?;
+        let fields = if kind == "withdrawn" {
+            AlertFields::Review
+        } else {
+            AlertFields::Episode
+        };
+        self.inner
+            .store
+            .update_alert(&row, fields, kind, None)
+            .await?;
         if kind != "updated" || row.detected_late {
             self.audit(kind, &row).await?;
         }
@@ -390,11 +398,9 @@ impl Monitor {
         let subject = self
             .inner
             .store
-            .subjects()
+            .subject_ref(row.subject_pk)
             .await?
-            .into_iter()
-            .find(|s| s.pk == row.subject_pk)
-            .map(|s| s.id);
+            .map(|(id, _)| id);
         self.inner
             .store
             .append_audit(crate::audit::chain::AuditDraft {

@@ -116,6 +116,15 @@ pub struct AlertEventRow {
     pub detail: String,
 }
 
+/// Which part of an alert a write changes (see [`Store::update_alert`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertFields {
+    /// started/ended, zone, evidence, detected_late — the engine's
+    Episode,
+    /// status, outcome, note, withdrawn reason — the review's
+    Review,
+}
+
 /// Filters of the alert list; `officer` restricts to that officer's caseload.
 #[derive(Debug, Clone, Default)]
 pub struct AlertFilter {
@@ -347,31 +356,53 @@ impl Store {
         })
     }
 
-    /// Writes an alert's new episode fields / status and one event of `kind`, in one transaction.
-    pub async fn update_alert(&self, a: &AlertRow, kind: &str, actor: Option<i64>) -> Result<()> {
+    /// Writes the fields one writer owns and one event of `kind`, in one transaction. The
+    /// engine owns the episode (times, evidence, late flag); officers own the review
+    /// (status, outcome, note; the engine also sets `withdrawn`). Neither write touches the
+    /// other's fields, so an acknowledge racing an engine update loses nothing.
+    pub async fn update_alert(
+        &self,
+        a: &AlertRow,
+        fields: AlertFields,
+        kind: &str,
+        actor: Option<i64>,
+    ) -> Result<()> {
         let q = sql(
             self,
-            "UPDATE alerts SET zone_id = ?, started_at = ?, ended_at = ?, detected_late = ?, evidence_count = ?, \
-             evidence = ?, status = ?, outcome = ?, note = ?, withdrawn_reason = ?, updated_at = ? WHERE id = ?",
+            match fields {
+                AlertFields::Episode => {
+                    "UPDATE alerts SET zone_id = ?, started_at = ?, ended_at = ?, detected_late = ?, \
+                     evidence_count = ?, evidence = ?, updated_at = ? WHERE id = ?"
+                }
+                AlertFields::Review => {
+                    "UPDATE alerts SET status = ?, outcome = ?, note = ?, withdrawn_reason = ?, \
+                     updated_at = ? WHERE id = ?"
+                }
+            },
         );
         let ev = sql(self, ALERT_EVENT_SQL);
         let detail = serde_json::json!({"started_at": a.started_at, "ended_at": a.ended_at,
             "status": a.status, "outcome": a.outcome, "note": a.note,
             "withdrawn_reason": a.withdrawn_reason, "evidence_count": a.evidence_count})
         .to_string();
+        let evidence = serde_json::to_string(&a.evidence).unwrap_or_else(|_| "[]".into());
         with_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let done = sqlx::query(&q)
-                .bind(a.zone_id)
-                .bind(a.started_at)
-                .bind(a.ended_at)
-                .bind(a.detected_late as i64)
-                .bind(a.evidence_count)
-                .bind(serde_json::to_string(&a.evidence).unwrap_or_else(|_| "[]".into()))
-                .bind(&a.status)
-                .bind(&a.outcome)
-                .bind(&a.note)
-                .bind(&a.withdrawn_reason)
+            let update = match fields {
+                AlertFields::Episode => sqlx::query(&q)
+                    .bind(a.zone_id)
+                    .bind(a.started_at)
+                    .bind(a.ended_at)
+                    .bind(a.detected_late as i64)
+                    .bind(a.evidence_count)
+                    .bind(&evidence),
+                AlertFields::Review => sqlx::query(&q)
+                    .bind(&a.status)
+                    .bind(&a.outcome)
+                    .bind(&a.note)
+                    .bind(&a.withdrawn_reason),
+            };
+            let done = update
                 .bind(a.updated_at)
                 .bind(a.id)
                 .execute(&mut *tx)
@@ -487,6 +518,17 @@ impl Store {
         with_pool!(self, |pool| {
             Ok(sqlx::query_as::<_, (i64, i64)>(&q)
                 .bind(device_pk)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    /// A subject's external id and officer, by primary key (one indexed row, not the table).
+    pub async fn subject_ref(&self, pk: i64) -> Result<Option<(String, Option<i64>)>> {
+        let q = sql(self, "SELECT id, officer_id FROM subjects WHERE pk = ?");
+        with_pool!(self, |pool| {
+            Ok(sqlx::query_as::<_, (String, Option<i64>)>(&q)
+                .bind(pk)
                 .fetch_optional(pool)
                 .await?)
         })
