@@ -27,7 +27,7 @@ use tagwatch::audit::chain::AuditDraft;
 use tagwatch::geodesy::{LatLon, LocalFrame};
 use tagwatch::query::at_time::location_at_time;
 use tagwatch::query::cells::{fix_cell, scene_cover};
-use tagwatch::query::scene::{scene_matches, SceneQuery};
+use tagwatch::query::scene::{scene_matches_sparse, SceneBox, SceneQuery};
 use tagwatch::query::{QFix, QueryConfig};
 use tagwatch::store::{FixRow, NewSubject, Store};
 
@@ -255,12 +255,17 @@ fn qfix(r: &FixRow) -> Option<QFix> {
 async fn crime_scene(store: &Store, scene: &SceneQuery, cfg: &QueryConfig) -> usize {
     let cover = scene_cover(scene.center, scene.radius_m).unwrap();
     let mut tx = store.begin_lawful().await.unwrap();
-    let rows = tx
-        .scene_fixes(&cover, scene.from_us, scene.to_us, cfg.max_gap_us())
+    let points = tx
+        .scene_points(
+            &cover,
+            scene.from_us,
+            scene.to_us,
+            cfg.max_gap_us(),
+            &SceneBox::around(scene),
+        )
         .await
         .unwrap();
-    let fixes: Vec<QFix> = rows.iter().filter_map(qfix).collect();
-    let matches = scene_matches(&fixes, scene, cfg);
+    let matches = scene_matches_sparse(&points, scene, cfg);
     let devices: Vec<i64> = matches.iter().map(|m| m.device).collect();
     let subjects: Vec<i64> = matches.iter().map(|m| m.subject).collect();
     tx.device_ids(&devices).await.unwrap();

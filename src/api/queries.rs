@@ -30,7 +30,7 @@ use crate::model::{Role, SubjectId};
 use crate::query::at_time::{location_at_time, Method};
 use crate::query::cells::{scene_cover, MAX_COVER_RADIUS_M};
 use crate::query::crime_csv::parse_crime_csv;
-use crate::query::scene::{scene_matches, MatchMethod, SceneQuery};
+use crate::query::scene::{scene_matches_sparse, MatchMethod, SceneBox, SceneQuery};
 use crate::query::{QFix, QueryConfig};
 use crate::store::{FixRow, LawfulTx, SEGMENT_INDEX_MAX_GAP_US};
 
@@ -355,11 +355,16 @@ async fn run_scene(
 ) -> Result<Vec<SceneMatchOut>, ApiError> {
     let cover = scene_cover(scene.center, scene.radius_m)
         .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-    let rows = tx
-        .scene_fixes(&cover, scene.from_us, scene.to_us, cfg.max_gap_us())
+    let points = tx
+        .scene_points(
+            &cover,
+            scene.from_us,
+            scene.to_us,
+            cfg.max_gap_us(),
+            &SceneBox::around(scene),
+        )
         .await?;
-    let fixes: Vec<QFix> = rows.iter().filter_map(qfix).collect();
-    let matches = scene_matches(&fixes, scene, cfg);
+    let matches = scene_matches_sparse(&points, scene, cfg);
     let device_pks: Vec<i64> = matches
         .iter()
         .map(|m| m.device)

@@ -108,18 +108,64 @@ impl Track {
     }
 }
 
+/// A fix loaded for a scene from a filtered part of its track, with the time of the fix
+/// that precedes it on the device's whole track (positioned and attributed fixes only;
+/// `None` when it has none or the loader does not know it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScenePoint {
+    pub fix: QFix,
+    pub prev_ts_us: Option<i64>,
+}
+
 /// All tracks among `fixes` that come within the scene's radius during its window, sorted
-/// by [`sort_matches`]. See the module doc for the rules.
+/// by [`sort_matches`]. `fixes` are whole tracks over the window and its `max_gap_s`
+/// margin: consecutive fixes of a device are its consecutive fixes. See the module doc for
+/// the rules.
 pub fn scene_matches(fixes: &[QFix], scene: &SceneQuery, cfg: &QueryConfig) -> Vec<SceneMatch> {
+    let mut sorted = fixes.to_vec();
+    sorted.sort_by(track_order);
+    matches_in(&sorted, |_| true, scene, cfg)
+}
+
+/// [`scene_matches`] over a subset of the tracks: two fixes of a device form a segment only
+/// when the second one's `prev_ts_us` names the first. A subset gives the same answer as
+/// the whole tracks when it holds every fix within the radius and both ends of every
+/// segment that comes within it (see [`SceneBox`]).
+pub fn scene_matches_sparse(
+    points: &[ScenePoint],
+    scene: &SceneQuery,
+    cfg: &QueryConfig,
+) -> Vec<SceneMatch> {
+    let mut sorted = points.to_vec();
+    sorted.sort_by(|a, b| track_order(&a.fix, &b.fix));
+    let fixes: Vec<QFix> = sorted.iter().map(|p| p.fix).collect();
+    matches_in(
+        &fixes,
+        |i| sorted[i + 1].prev_ts_us == Some(sorted[i].fix.ts_us),
+        scene,
+        cfg,
+    )
+}
+
+/// The order tracks are walked in: by device, time, then the rest so that equal input in
+/// any order gives equal output.
+fn track_order(a: &QFix, b: &QFix) -> std::cmp::Ordering {
+    (a.device, a.ts_us, a.subject)
+        .cmp(&(b.device, b.ts_us, b.subject))
+        .then(a.accuracy_m.total_cmp(&b.accuracy_m))
+}
+
+/// The matching itself over `sorted` (in [`track_order`]); `adjacent(i)` says whether
+/// `sorted[i]` and `sorted[i + 1]` are consecutive on their device's track.
+fn matches_in(
+    sorted: &[QFix],
+    adjacent: impl Fn(usize) -> bool,
+    scene: &SceneQuery,
+    cfg: &QueryConfig,
+) -> Vec<SceneMatch> {
     if !(scene.radius_m.is_finite() && scene.radius_m >= 0.0) || scene.from_us > scene.to_us {
         return Vec::new();
     }
-    let mut sorted = fixes.to_vec();
-    sorted.sort_by(|a, b| {
-        (a.device, a.ts_us, a.subject)
-            .cmp(&(b.device, b.ts_us, b.subject))
-            .then(a.accuracy_m.total_cmp(&b.accuracy_m))
-    });
     let frame = LocalFrame::new(scene.center);
     let in_window = |t: i64| scene.from_us <= t && t <= scene.to_us;
     let mut tracks: BTreeMap<(i64, i64), Track> = BTreeMap::new();
@@ -140,9 +186,9 @@ pub fn scene_matches(fixes: &[QFix], scene: &SceneQuery, cfg: &QueryConfig) -> V
         });
     }
 
-    for pair in sorted.windows(2) {
+    for (i, pair) in sorted.windows(2).enumerate() {
         let (p, q) = (&pair[0], &pair[1]);
-        if p.ts_us >= q.ts_us || !linked(p, q, cfg) {
+        if p.ts_us >= q.ts_us || !linked(p, q, cfg) || !adjacent(i) {
             continue;
         }
         let lo = p.ts_us.max(scene.from_us);
@@ -196,6 +242,74 @@ pub fn scene_matches(fixes: &[QFix], scene: &SceneQuery, cfg: &QueryConfig) -> V
         .collect();
     sort_matches(&mut matches);
     matches
+}
+
+/// A box in stored units (degrees × 10⁷) that holds the scene's disk, for a store to
+/// filter what it loads: keeping every fix that lies in the box, or whose segment to its
+/// predecessor or successor has a bounding box meeting it ([`SceneBox::keeps`]), keeps every
+/// fix within the radius and both ends of every segment that comes within it — a subset
+/// on which [`scene_matches_sparse`] gives the answer of the whole tracks.
+///
+/// Why: the frame is linear in latitude and longitude, so the disk's bounding box in
+/// metres is a latitude/longitude rectangle, and a straight segment meets the disk only if
+/// its own bounding box meets that rectangle. The box is rounded outwards by one unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SceneBox {
+    pub lat_lo: i32,
+    pub lat_hi: i32,
+    pub lon_lo: i32,
+    pub lon_hi: i32,
+}
+
+impl SceneBox {
+    /// The box around the disk of `scene`.
+    pub fn around(scene: &SceneQuery) -> SceneBox {
+        let r = if scene.radius_m.is_finite() {
+            scene.radius_m.max(0.0)
+        } else {
+            0.0
+        };
+        let (dlat, dlon) = LocalFrame::new(scene.center).degrees_for(r);
+        let e7 = |deg: f64| deg * 1e7;
+        let lo = |deg: f64| {
+            (e7(deg).floor() - 1.0).clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
+        };
+        let hi = |deg: f64| {
+            (e7(deg).ceil() + 1.0).clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
+        };
+        SceneBox {
+            lat_lo: lo(scene.center.lat - dlat),
+            lat_hi: hi(scene.center.lat + dlat),
+            lon_lo: lo(scene.center.lon - dlon),
+            lon_hi: hi(scene.center.lon + dlon),
+        }
+    }
+
+    /// Whether the point `(lat_e7, lon_e7)` lies in the box.
+    pub fn holds(&self, p: (i32, i32)) -> bool {
+        (self.lat_lo..=self.lat_hi).contains(&p.0) && (self.lon_lo..=self.lon_hi).contains(&p.1)
+    }
+
+    /// Whether the bounding box of the segment `a`–`b` meets the box.
+    pub fn meets_segment(&self, a: (i32, i32), b: (i32, i32)) -> bool {
+        a.0.min(b.0) <= self.lat_hi
+            && a.0.max(b.0) >= self.lat_lo
+            && a.1.min(b.1) <= self.lon_hi
+            && a.1.max(b.1) >= self.lon_lo
+    }
+
+    /// The rule a store applies to each loaded fix `this`, given the loaded fixes before
+    /// and after it on its device's track (the SQL of both stores spells out the same rule).
+    pub fn keeps(
+        &self,
+        prev: Option<(i32, i32)>,
+        this: (i32, i32),
+        next: Option<(i32, i32)>,
+    ) -> bool {
+        self.holds(this)
+            || prev.is_some_and(|p| self.meets_segment(p, this))
+            || next.is_some_and(|n| self.meets_segment(this, n))
+    }
 }
 
 /// Orders matches by `closest_approach_m`, ties by subject then device, so a response is
@@ -381,6 +495,115 @@ mod tests {
             .filter(|f| f.ts_us > t)
             .min_by_key(|f| f.ts_us)?;
         linked(p, q, &cfg()).then(|| frame().to_xy(crate::query::interpolate(p, q, t)))
+    }
+
+    /// Stored units of a position, as a store keeps it.
+    fn e7(p: LatLon) -> (i32, i32) {
+        ((p.lat * 1e7).round() as i32, (p.lon * 1e7).round() as i32)
+    }
+
+    /// What a store returns for `fixes` (whole tracks) after the [`SceneBox`] filter.
+    fn sparse_subset(fixes: &[QFix], s: &SceneQuery) -> Vec<ScenePoint> {
+        let bx = SceneBox::around(s);
+        let mut sorted = fixes.to_vec();
+        sorted.sort_by(track_order);
+        let same = |i: usize, j: usize| sorted[i].device == sorted[j].device;
+        (0..sorted.len())
+            .filter(|&i| {
+                let prev = (i > 0 && same(i - 1, i)).then(|| e7(sorted[i - 1].pos));
+                let next = (i + 1 < sorted.len() && same(i, i + 1)).then(|| e7(sorted[i + 1].pos));
+                bx.keeps(prev, e7(sorted[i].pos), next)
+            })
+            .map(|i| ScenePoint {
+                fix: sorted[i],
+                prev_ts_us: (i > 0 && same(i - 1, i)).then(|| sorted[i - 1].ts_us),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_scene_box_holds_the_disk() {
+        let s = scene(500.0, 0, 0);
+        let bx = SceneBox::around(&s);
+        for i in 0..3600 {
+            let a = f64::from(i).to_radians() / 10.0;
+            let p = frame().to_latlon(500.0 * a.cos(), 500.0 * a.sin());
+            assert!(bx.holds(e7(p)), "{p:?} is on the disk's edge");
+        }
+        assert!(!bx.holds(e7(frame().to_latlon(510.0, 0.0))));
+        assert!(!bx.holds(e7(frame().to_latlon(0.0, -510.0))));
+    }
+
+    #[test]
+    fn a_segment_crossing_the_disk_keeps_both_ends_though_both_lie_outside_the_box() {
+        let fixes = [
+            fix(1, 7, 0, -900.0, 0.0),
+            fix(1, 7, 60, 900.0, 0.0),
+            fix(1, 7, 120, 900.0, 2000.0),
+        ];
+        let s = scene(100.0, 0, 120);
+        let kept = sparse_subset(&fixes, &s);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(
+            scene_matches_sparse(&kept, &s, &cfg()),
+            scene_matches(&fixes, &s, &cfg())
+        );
+    }
+
+    #[test]
+    fn sparse_fixes_that_are_not_predecessors_do_not_form_a_segment() {
+        // The fix at 60 s (far away) was filtered out: 0 s and 120 s are not a segment.
+        let a = fix(1, 7, 0, -300.0, 0.0);
+        let b = fix(1, 7, 120, 300.0, 0.0);
+        let points = [
+            ScenePoint {
+                fix: a,
+                prev_ts_us: None,
+            },
+            ScenePoint {
+                fix: b,
+                prev_ts_us: Some(T0 + 60 * US_PER_S),
+            },
+        ];
+        assert!(scene_matches_sparse(&points, &scene(100.0, 0, 120), &cfg()).is_empty());
+        let linked = [
+            points[0],
+            ScenePoint {
+                fix: b,
+                prev_ts_us: Some(a.ts_us),
+            },
+        ];
+        assert_eq!(
+            scene_matches_sparse(&linked, &scene(100.0, 0, 120), &cfg()).len(),
+            1
+        );
+    }
+
+    proptest! {
+        /// The box filter loses nothing: on what it keeps, the sparse matcher gives the
+        /// answer of the whole tracks.
+        #[test]
+        fn the_box_filtered_subset_gives_the_whole_tracks_answer(
+            steps in proptest::collection::vec(
+                (0i64..3, 0i64..2, 1i64..400, -1500.0f64..1500.0, -1500.0f64..1500.0), 1..40),
+            from_s in 0i64..3000,
+            len_s in 0i64..3000,
+            radius in 1.0f64..600.0,
+        ) {
+            let mut t = [0i64; 3];
+            let fixes: Vec<QFix> = steps
+                .iter()
+                .map(|&(d, subj, dt, x, y)| {
+                    t[d as usize] += dt;
+                    let f = fix(d, 7 + subj, t[d as usize], x, y);
+                    let (lat, lon) = e7(f.pos);
+                    QFix { pos: LatLon::new(f64::from(lat) / 1e7, f64::from(lon) / 1e7), ..f }
+                })
+                .collect();
+            let s = scene(radius, from_s, from_s + len_s);
+            let kept = sparse_subset(&fixes, &s);
+            prop_assert_eq!(scene_matches_sparse(&kept, &s, &cfg()), scene_matches(&fixes, &s, &cfg()));
+        }
     }
 
     proptest! {

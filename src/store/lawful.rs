@@ -13,9 +13,22 @@
 //! ## The crime-scene index
 //! `fixes(cell, ts)` holds every positioned fix's H3 res-9 cell; `fix_segments` holds the
 //! res-7 cells of every long segment (see [`crate::query::cells`]), written by the fix
-//! insert path ([`long_segments`]). A scene query reads the index to find `(device, ts)`
-//! hits, turns them into per-device time intervals ([`merge_intervals`]) and loads only the
-//! fixes in those intervals — never a device's whole history.
+//! insert path ([`long_segments`]). A scene query is one statement per store
+//! ([`LawfulTx::scene_points`]) that never reads a device's whole history:
+//! 1. *hits*: `(device, ts)` of every fix in a fine cell of the cover with `ts` in the
+//!    window widened by `max_gap`, read from the index alone, as intervals
+//!    `[ts − gap, ts + gap]`; and `[t0, t1]` of every long segment in a coarse cell that
+//!    meets the window;
+//! 2. *islands*: per device, intervals merged when they are at most `gap` apart (a running
+//!    maximum over the intervals sorted by start, then a running count of breaks). Between
+//!    two islands more than `gap` of time is left out, so two loaded fixes that look
+//!    consecutive are either truly consecutive or too far apart to be linked; every segment
+//!    that can match has an endpoint hit (short) or an index row (long), so it lies inside
+//!    one island;
+//! 3. *fixes*: every positioned, attributed fix of each island, with its predecessor and
+//!    successor on the track (window functions), kept only when [`SceneBox::keeps`] it —
+//!    so only fixes near the scene, and the ends of segments that pass near it, leave the
+//!    database.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -23,6 +36,8 @@ use crate::audit::chain::{AuditDraft, AuditRecord, VerifyReport};
 use crate::geodesy::LatLon;
 use crate::model::Micros;
 use crate::query::cells::{is_long_segment, segment_cells, SceneCover};
+use crate::query::scene::{SceneBox, ScenePoint};
+use crate::query::QFix;
 
 use super::{FixRow, Result, Store};
 
@@ -134,33 +149,44 @@ pub(super) fn long_segments(mut pts: Vec<Pt>, new: &HashSet<(i64, i64)>) -> Vec<
     out
 }
 
-/// Per-device time intervals to load for a scene query: `[ts − gap, ts + gap]` around
-/// every fine-cell hit and `[t0, t1]` for every long segment, merged when they are at most
-/// `gap` apart. Inside an interval every fix of the device is loaded; between two intervals
-/// more than `gap` of time is left out, so two loaded fixes that look consecutive are
-/// either truly consecutive or too far apart to be linked. Every segment that can match
-/// has an endpoint hit (short) or an index row (long), so it lies inside one interval.
-pub(super) fn merge_intervals(
-    hits: &[(i64, Micros)],
-    segments: &[(i64, Micros, Micros)],
-    gap_us: i64,
-) -> Vec<(i64, Micros, Micros)> {
-    let mut raw: Vec<(i64, Micros, Micros)> = hits
-        .iter()
-        .map(|&(d, ts)| (d, ts.saturating_sub(gap_us), ts.saturating_add(gap_us)))
-        .chain(segments.iter().copied())
-        .collect();
-    raw.sort_unstable();
-    let mut out: Vec<(i64, Micros, Micros)> = Vec::with_capacity(raw.len().min(1024));
-    for (d, a, b) in raw {
-        match out.last_mut() {
-            Some(last) if last.0 == d && a <= last.2.saturating_add(gap_us) => {
-                last.2 = last.2.max(b);
-            }
-            _ => out.push((d, a, b)),
+/// The bound values of one scene statement (see the module doc).
+pub(super) struct SceneLookup<'a> {
+    pub fine: &'a [i64],
+    pub coarse: &'a [i64],
+    /// `from − gap`, `to + gap`: the range of hit times.
+    pub lo: Micros,
+    pub hi: Micros,
+    pub from: Micros,
+    pub to: Micros,
+    pub gap_us: i64,
+    pub bx: SceneBox,
+}
+
+/// One row of a scene statement.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct SceneRow {
+    pub device_pk: i64,
+    pub ts: Micros,
+    pub subject_pk: i64,
+    pub lat_e7: i32,
+    pub lon_e7: i32,
+    pub accuracy_m: Option<f32>,
+    pub prev_ts: Option<Micros>,
+}
+
+impl SceneRow {
+    fn point(self) -> ScenePoint {
+        ScenePoint {
+            fix: QFix {
+                device: self.device_pk,
+                subject: self.subject_pk,
+                ts_us: self.ts,
+                pos: LatLon::new(f64::from(self.lat_e7) / 1e7, f64::from(self.lon_e7) / 1e7),
+                accuracy_m: self.accuracy_m.map_or(0.0, f64::from),
+            },
+            prev_ts_us: self.prev_ts,
         }
     }
-    out
 }
 
 /// An audited read in progress: reads and the audit append share one transaction. Drop it
@@ -201,25 +227,29 @@ impl LawfulTx {
     }
 
     /// Positioned, attributed fixes that can decide a crime-scene query over
-    /// `[from, to]` (see the module doc): the candidates found through `cover`, with every
-    /// fix of theirs near the hits.
-    pub async fn scene_fixes(
+    /// `[from, to]`, each with its predecessor's time, filtered by `bx` (see the module
+    /// doc): [`scene_matches_sparse`](crate::query::scene::scene_matches_sparse) on them gives
+    /// the answer of the whole tracks.
+    pub async fn scene_points(
         &mut self,
         cover: &SceneCover,
         from: Micros,
         to: Micros,
         gap_us: i64,
-    ) -> Result<Vec<FixRow>> {
-        let lo = from.saturating_sub(gap_us);
-        let hi = to.saturating_add(gap_us);
-        let hits: Vec<(i64, Micros)> = tx_dispatch!(self, scene_hits(&cover.fine, lo, hi))?;
-        let segs: Vec<(i64, Micros, Micros)> =
-            tx_dispatch!(self, scene_segments(&cover.coarse, lo, to, from))?;
-        if hits.is_empty() && segs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let intervals = merge_intervals(&hits, &segs, gap_us);
-        tx_dispatch!(self, fixes_in_intervals(&intervals))
+        bx: &SceneBox,
+    ) -> Result<Vec<ScenePoint>> {
+        let q = SceneLookup {
+            fine: &cover.fine,
+            coarse: &cover.coarse,
+            lo: from.saturating_sub(gap_us),
+            hi: to.saturating_add(gap_us),
+            from,
+            to,
+            gap_us,
+            bx: *bx,
+        };
+        let rows: Vec<SceneRow> = tx_dispatch!(self, scene_rows(&q))?;
+        Ok(rows.into_iter().map(SceneRow::point).collect())
     }
 
     /// One page of a subject's trail in `[from, to]`, oldest first, after the cursor
@@ -327,31 +357,6 @@ pub(super) fn stored_subject_ids(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const MIN: i64 = 60_000_000;
-
-    #[test]
-    fn hits_close_in_time_merge_and_far_ones_do_not() {
-        let gap = 5 * MIN;
-        let iv = merge_intervals(&[(1, 0), (1, 8 * MIN), (1, 30 * MIN), (2, 0)], &[], gap);
-        assert_eq!(
-            iv,
-            vec![
-                (1, -5 * MIN, 13 * MIN),
-                (1, 25 * MIN, 35 * MIN),
-                (2, -5 * MIN, 5 * MIN)
-            ]
-        );
-    }
-
-    #[test]
-    fn a_gap_of_exactly_max_gap_between_intervals_is_merged() {
-        let gap = 5 * MIN;
-        // [−5, 5] and [10, 20]: 5 minutes apart, so a fix at 5 and one at 10 could be
-        // linked; they must be in one interval.
-        let iv = merge_intervals(&[(1, 0), (1, 15 * MIN)], &[], gap);
-        assert_eq!(iv, vec![(1, -5 * MIN, 20 * MIN)]);
-    }
 
     #[test]
     fn only_long_pairs_with_a_new_fix_are_indexed() {

@@ -12,7 +12,7 @@ use sqlx::{QueryBuilder, Row, SqliteConnection};
 
 use super::lawful::{
     batch_ranges, long_segments, stored_json, stored_subject_ids, AuditFilter, Pt, PurgeCounts,
-    SegRow, VERIFY_PAGE,
+    SceneLookup, SceneRow, SegRow, VERIFY_PAGE,
 };
 use super::sqlite::{fix, FIX_COLUMNS};
 use super::{FixRow, Result, SqliteStore};
@@ -142,56 +142,54 @@ pub(super) async fn at_time_fixes(
     fixes(&rows)
 }
 
-pub(super) async fn scene_hits(
+/// The scene statement (see [`super::lawful`]'s module doc; the same steps as PostgreSQL's).
+pub(super) async fn scene_rows(
     conn: &mut SqliteConnection,
-    cells: &[i64],
-    lo: Micros,
-    hi: Micros,
-) -> Result<Vec<(i64, Micros)>> {
+    q: &SceneLookup<'_>,
+) -> Result<Vec<SceneRow>> {
     Ok(sqlx::query_as(
-        "SELECT device_pk, ts FROM fixes \
-         WHERE cell IN (SELECT value FROM json_each(?1)) AND ts BETWEEN ?2 AND ?3",
+        "WITH raw(d, a, b) AS ( \
+             SELECT device_pk, ts - ?3, ts + ?3 FROM fixes \
+             WHERE cell IN (SELECT value FROM json_each(?1)) AND ts BETWEEN ?4 AND ?5 \
+             UNION ALL \
+             SELECT device_pk, t0, t1 FROM fix_segments \
+             WHERE cell IN (SELECT value FROM json_each(?2)) AND t0 BETWEEN ?4 AND ?7 AND t1 >= ?6), \
+         reach(d, a, b, r) AS ( \
+             SELECT d, a, b, max(b) OVER (PARTITION BY d ORDER BY a, b \
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) FROM raw), \
+         isl(d, a, b, n) AS ( \
+             SELECT d, a, b, sum(CASE WHEN r IS NOT NULL AND a <= r + ?3 THEN 0 ELSE 1 END) \
+                 OVER (PARTITION BY d ORDER BY a, b ROWS UNBOUNDED PRECEDING) FROM reach), \
+         iv(d, a, b) AS (SELECT d, min(a), max(b) FROM isl GROUP BY d, n), \
+         f AS ( \
+             SELECT g.device_pk, g.ts, g.subject_pk, g.lat_e7, g.lon_e7, g.accuracy_m, \
+                 lag(g.ts) OVER w AS prev_ts, \
+                 lag(g.lat_e7) OVER w AS plat, lag(g.lon_e7) OVER w AS plon, \
+                 lead(g.lat_e7) OVER w AS nlat, lead(g.lon_e7) OVER w AS nlon \
+             FROM iv CROSS JOIN fixes g \
+             WHERE g.device_pk = iv.d AND g.ts BETWEEN iv.a AND iv.b \
+               AND g.lat_e7 IS NOT NULL AND g.lon_e7 IS NOT NULL AND g.subject_pk IS NOT NULL \
+             WINDOW w AS (PARTITION BY g.device_pk ORDER BY g.ts)) \
+         SELECT device_pk, ts, subject_pk, lat_e7, lon_e7, accuracy_m, prev_ts FROM f \
+         WHERE (lat_e7 BETWEEN ?8 AND ?9 AND lon_e7 BETWEEN ?10 AND ?11) \
+            OR (plat IS NOT NULL AND min(lat_e7, plat) <= ?9 AND max(lat_e7, plat) >= ?8 \
+                AND min(lon_e7, plon) <= ?11 AND max(lon_e7, plon) >= ?10) \
+            OR (nlat IS NOT NULL AND min(lat_e7, nlat) <= ?9 AND max(lat_e7, nlat) >= ?8 \
+                AND min(lon_e7, nlon) <= ?11 AND max(lon_e7, nlon) >= ?10)",
     )
-    .bind(json_list(&cells))
-    .bind(lo)
-    .bind(hi)
+    .bind(json_list(&q.fine))
+    .bind(json_list(&q.coarse))
+    .bind(q.gap_us)
+    .bind(q.lo)
+    .bind(q.hi)
+    .bind(q.from)
+    .bind(q.to)
+    .bind(q.bx.lat_lo)
+    .bind(q.bx.lat_hi)
+    .bind(q.bx.lon_lo)
+    .bind(q.bx.lon_hi)
     .fetch_all(conn)
     .await?)
-}
-
-pub(super) async fn scene_segments(
-    conn: &mut SqliteConnection,
-    cells: &[i64],
-    t0_lo: Micros,
-    t0_hi: Micros,
-    t1_lo: Micros,
-) -> Result<Vec<(i64, Micros, Micros)>> {
-    Ok(sqlx::query_as(
-        "SELECT device_pk, t0, t1 FROM fix_segments \
-         WHERE cell IN (SELECT value FROM json_each(?1)) AND t0 BETWEEN ?2 AND ?3 AND t1 >= ?4",
-    )
-    .bind(json_list(&cells))
-    .bind(t0_lo)
-    .bind(t0_hi)
-    .bind(t1_lo)
-    .fetch_all(conn)
-    .await?)
-}
-
-pub(super) async fn fixes_in_intervals(
-    conn: &mut SqliteConnection,
-    intervals: &[(i64, Micros, Micros)],
-) -> Result<Vec<FixRow>> {
-    let rows = sqlx::query(&format!(
-        "SELECT {FIX_COLUMNS} FROM json_each(?1) AS j CROSS JOIN fixes \
-         WHERE device_pk = json_extract(j.value, '$[0]') \
-           AND ts BETWEEN json_extract(j.value, '$[1]') AND json_extract(j.value, '$[2]') \
-           AND lat_e7 IS NOT NULL AND lon_e7 IS NOT NULL AND subject_pk IS NOT NULL"
-    ))
-    .bind(json_list(&intervals))
-    .fetch_all(conn)
-    .await?;
-    fixes(&rows)
 }
 
 pub(super) async fn trail_page(
