@@ -1,0 +1,101 @@
+//! `tagwatch loadgen` against a real server: it registers its fleet and zones, drives
+//! ingest, and measures ping-to-alert latency from the alert stream.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{spawn_app, Backend};
+use tagwatch::loadgen::{run, LoadgenArgs};
+
+async fn loadgen_reports_acknowledged_fixes_and_alerts_from_the_stream(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let args = LoadgenArgs {
+        url: app.url.clone(),
+        token: app.admin_token.clone(),
+        devices: 12,
+        concurrency: 3,
+        batch: 24,
+        rate: 0,
+        duration: 3,
+        zones_per_device: 4,
+        swing_rounds: 20,
+        seed: 11,
+    };
+    let report = run(args.clone()).await.unwrap();
+    assert!(report.fixes_acknowledged >= 24, "{report}");
+    assert!(report.ack_p50_ms > 0.0 && report.ack_p99_ms >= report.ack_p50_ms);
+    // Every device crosses its own zone every 10 fixes.
+    assert!(report.alerts_seen >= 12, "{report}");
+    assert!(report.alert_p50_ms > 0.0 && report.alert_p999_ms >= report.alert_p50_ms);
+
+    // What the stream showed is what the server stored: exclusion breaches, each on the
+    // device's own (first) zone.
+    let alerts: serde_json::Value = app
+        .client
+        .get(format!(
+            "{}/v1/alerts?type=exclusion_breach&limit=500",
+            app.url
+        ))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = alerts["items"].as_array().unwrap();
+    assert!(items.len() as u64 >= report.alerts_seen.min(500));
+    let zones: serde_json::Value = app
+        .client
+        .get(format!("{}/v1/subjects/LG-S000000/zones", app.url))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let zones = zones
+        .as_array()
+        .or_else(|| zones["items"].as_array())
+        .unwrap();
+    assert_eq!(zones.len(), 4);
+    let own = zones
+        .iter()
+        .map(|z| z["id"].as_i64().unwrap())
+        .min()
+        .unwrap();
+    assert!(items
+        .iter()
+        .filter(|a| a["subject_id"] == "LG-S000000")
+        .all(|a| a["zone_id"].as_i64() == Some(own)));
+
+    // A second run reuses the fleet and its zones.
+    let again = run(LoadgenArgs {
+        duration: 1,
+        ..args
+    })
+    .await
+    .unwrap();
+    assert!(again.fixes_acknowledged > 0);
+    let zones: serde_json::Value = app
+        .client
+        .get(format!("{}/v1/subjects/LG-S000000/zones", app.url))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        zones
+            .as_array()
+            .or_else(|| zones["items"].as_array())
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+on_both_stores!(loadgen_reports_acknowledged_fixes_and_alerts_from_the_stream);
