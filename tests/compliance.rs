@@ -386,6 +386,17 @@ async fn the_stream_pushes_alert_changes(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+    // An officer with another caseload listens too, and must see nothing of GTO-1.
+    let (_, stranger) = s.app.user("other officer", "officer").await;
+    let mut other = s
+        .app
+        .client
+        .get(format!("{}/v1/alerts/stream", s.app.url))
+        .bearer_auth(&stranger)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
     post(&s, json!([fix(&ago(300), STATION, 10.0)])).await;
     let mut buf = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -407,6 +418,18 @@ async fn the_stream_pushes_alert_changes(backend: Backend) {
         (v["change"].as_str(), v["alert"]["type"].as_str()),
         (Some("opened"), Some("exclusion_breach"))
     );
+    assert_eq!(
+        (v["alert"]["subject_id"].as_str(), v["alert"]["device_id"].as_str()),
+        (Some("GTO-1"), Some("TAG-1"))
+    );
+    // The event went out; within a further second the stranger's stream carries nothing
+    // but keep-alive comments.
+    let quiet_until = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut seen = String::new();
+    while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(quiet_until, other.chunk()).await {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!seen.contains("event: alert"), "{seen}");
     let (st, _) = s.app.get("/v1/alerts/stream", "tw_nobody").await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
 }

@@ -102,6 +102,35 @@ impl Directory {
         })
     }
 
+    /// The entries one alert needs: its subject read afresh, so a caseload change shows at
+    /// once, and its device's id from `devices` — ids never change, so the map is only
+    /// reloaded when a device is new to it. One indexed read per event instead of the whole
+    /// directory.
+    pub async fn for_alert(
+        state: &AppState,
+        a: &AlertRow,
+        devices: &mut HashMap<i64, String>,
+    ) -> Result<Self, ApiError> {
+        if !devices.contains_key(&a.device_pk) {
+            *devices = state
+                .store
+                .devices()
+                .await?
+                .into_iter()
+                .map(|d| (d.pk, d.id))
+                .collect();
+        }
+        let subject = state.store.subject_ref(a.subject_pk).await?;
+        Ok(Directory {
+            subjects: subject.map(|s| (a.subject_pk, s)).into_iter().collect(),
+            devices: devices
+                .get(&a.device_pk)
+                .map(|id| (a.device_pk, id.clone()))
+                .into_iter()
+                .collect(),
+        })
+    }
+
     pub fn visible(&self, caller: &Principal, a: &AlertRow) -> bool {
         caller.is_admin()
             || self
@@ -442,14 +471,14 @@ async fn stream(
     caller.require(&[Role::Admin, Role::Officer])?;
     let mut rx = state.monitor.subscribe();
     let s = async_stream(move |tx| async move {
+        let mut devices = HashMap::new();
         loop {
             let change = match rx.recv().await {
                 Ok(c) => c,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(_) => return,
             };
-            // names and caseload are re-read per event so reassignments show at once
-            let Ok(dir) = Directory::load(&state).await else {
+            let Ok(dir) = Directory::for_alert(&state, &change.alert, &mut devices).await else {
                 continue;
             };
             if !dir.visible(&caller, &change.alert) {
