@@ -63,6 +63,20 @@ pub fn ndjson(body: &[u8]) -> Result<Vec<Item>, BodyError> {
 /// Knots to metres per second: OsmAnd / Traccar Client report `speed` in knots.
 const MPS_PER_KNOT: f64 = 0.514_444;
 
+/// A unix time in seconds or milliseconds as RFC 3339; `None` when it is past the ends of the
+/// calendar (about ±262,000 years), which a client must be told rather than have the time
+/// wrap or fall back to the epoch.
+fn unix_to_rfc3339(n: i64) -> Option<String> {
+    // 10^11 seconds is the year 5138; larger values are milliseconds
+    let us = if n.unsigned_abs() >= 100_000_000_000 {
+        n.checked_mul(1_000)?
+    } else {
+        n.checked_mul(1_000_000)?
+    };
+    chrono::DateTime::from_timestamp_micros(us)?;
+    Some(crate::model::time::rfc3339(us))
+}
+
 /// Reads an OsmAnd / Traccar Client report (`id, lat, lon, timestamp, hdop, accuracy, batt,
 /// speed, bearing`). `timestamp` may be unix seconds, unix milliseconds or RFC 3339. When
 /// `accuracy` is absent, `hdop` × 5 m stands in for it (a common receiver rule of thumb).
@@ -80,9 +94,7 @@ pub fn osmand(params: &HashMap<String, String>) -> Result<PingIn, String> {
     let ts = match get("timestamp") {
         None => crate::model::time::rfc3339(crate::model::time::now_micros()),
         Some(t) => match t.parse::<i64>() {
-            // 10^11 seconds is the year 5138; larger values are milliseconds
-            Ok(n) if n.abs() >= 100_000_000_000 => crate::model::time::rfc3339(n * 1_000),
-            Ok(n) => crate::model::time::rfc3339(n.saturating_mul(1_000_000)),
+            Ok(n) => unix_to_rfc3339(n).ok_or("timestamp is out of range")?,
             Err(_) => t.to_owned(),
         },
     };
@@ -150,5 +162,27 @@ mod tests {
             "{seen:?}"
         );
         assert!((osmand(&p).unwrap().speed_mps.unwrap() - 5.14444).abs() < 1e-6);
+    }
+
+    #[test]
+    fn osmand_timestamps_past_the_calendar_are_refused_not_overflowed() {
+        // found by the osmand_query fuzz target (fuzz/regressions/osmand_query/)
+        let mut p = HashMap::from([("id".to_owned(), "T1".to_owned())]);
+        for t in [
+            "17803150000000000",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "-17803150000000000",
+            "9000000000000000",
+        ] {
+            p.insert("timestamp".into(), t.into());
+            assert_eq!(
+                osmand(&p).unwrap_err(),
+                "timestamp is out of range",
+                "{t}"
+            );
+        }
+        p.insert("timestamp".into(), "-1780000000000".into());
+        assert_eq!(osmand(&p).unwrap().ts, "1913-08-06T03:33:20Z");
     }
 }
