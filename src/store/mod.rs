@@ -39,19 +39,42 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True when the database is unreachable or failing, rather than the request being wrong.
+    /// True when the database is unreachable or failing, rather than the request being wrong:
+    /// the request may succeed later (503 with `Retry-After`).
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             StoreError::Db(
                 sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-                    | sqlx::Error::Protocol(_)
-            )
-        )
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Protocol(_),
+            ) => true,
+            StoreError::Db(sqlx::Error::Database(e)) => database_unavailable(e.as_ref()),
+            _ => false,
+        }
     }
+}
+
+/// Database errors that say the server or its disk is failing, not the statement: a full
+/// disk or an I/O error, a database shutting down or restarting, a lost connection.
+fn database_unavailable(e: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = e.code() else {
+        return false;
+    };
+    if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // extended result code; the primary code is its low byte: SQLITE_BUSY (5, past the
+        // busy timeout), SQLITE_IOERR (10), SQLITE_FULL (13), SQLITE_CANTOPEN (14)
+        return code
+            .parse::<i32>()
+            .is_ok_and(|c| matches!(c & 0xff, 5 | 10 | 13 | 14));
+    }
+    // SQLSTATE classes: 08 connection exception, 53 insufficient resources (disk full, out
+    // of memory, too many connections), 57P01–57P03 administrator/crash shutdown and
+    // "cannot connect now" (starting up), 58 system error (I/O)
+    ["08", "53", "57P", "58"]
+        .iter()
+        .any(|class| code.starts_with(class))
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -9,7 +9,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row};
+use sqlx::{Connection, QueryBuilder, Row};
 
 use super::{
     mark_inserted, DeviceRow, FixRow, NewSubject, Result, StoreError, SubjectRow, UserRow,
@@ -98,6 +98,20 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
+            // A COMMIT that fails (disk full, I/O error) leaves sqlx counting the transaction
+            // as open; the rollback it then queues either fails (SQLite already rolled back)
+            // or, in the savepoint sqlx nests in such a connection's next transaction, only
+            // rolls back to the savepoint and keeps SQLite's transaction, and its write lock,
+            // open. Back in the pool, such a connection refuses every `BEGIN IMMEDIATE` or
+            // locks every writer out until it is closed: ingest stayed down after the disk
+            // had space again (tests/faults.rs). The ping runs behind the queued rollback; a
+            // connection still in a transaction after it is closed, not reused.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    conn.ping().await?;
+                    Ok(!conn.is_in_transaction())
+                })
+            })
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
