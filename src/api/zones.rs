@@ -1,6 +1,7 @@
 //! Zones, curfews and absences of a subject (SPEC §1, §2 "Zones, curfews, absences"), and the
 //! London borough boundaries zones can be made of. Officers manage their caseload, admins any.
-//! A change reloads the engine's zone index (swapped whole).
+//! A change and its audit entry are one transaction; then the engine's zone index is
+//! reloaded (swapped whole).
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Principal;
+use super::queries::draft;
 use super::subjects::visible_subject;
 use super::{AppState, JsonBody, List};
 use crate::error::ApiError;
@@ -148,19 +150,19 @@ async fn create(
             valid_from,
             valid_to,
             created_by: caller.user_id,
+        }, |row| {
+            draft(
+                &caller,
+                "zone.create",
+                serde_json::json!({"zone_id": row.id, "kind": row.kind,
+                "name": row.name, "grace_s": row.grace_s, "valid_from": time::rfc3339(row.valid_from)}),
+                None,
+                vec![subject.id.clone()],
+                1,
+            )
         })
         .await?;
     state.monitor.reload_zones().await?;
-    super::audit::record(
-        &state,
-        &caller,
-        "zone.create",
-        serde_json::json!({"zone_id": row.id, "kind": row.kind,
-        "name": row.name, "grace_s": row.grace_s, "valid_from": time::rfc3339(row.valid_from)}),
-        &subject.id,
-        1,
-    )
-    .await?;
     tracing::info!(zone = row.id, "zone created");
     Ok((StatusCode::CREATED, Json(zone_json(row, &subject.id))))
 }
@@ -217,17 +219,16 @@ async fn remove(
     if !caller.is_admin() && officer_id != Some(caller.user_id) {
         return Err(ApiError::not_found("zone"));
     }
-    state.store.end_zone(zid, time::now_micros()).await?;
-    state.monitor.reload_zones().await?;
-    super::audit::record(
-        &state,
+    let entry = draft(
         &caller,
         "zone.delete",
         serde_json::json!({"zone_id": zid, "name": zone.name}),
-        &subject_id,
+        None,
+        vec![subject_id],
         1,
-    )
-    .await?;
+    );
+    state.store.end_zone(zid, time::now_micros(), entry).await?;
+    state.monitor.reload_zones().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -272,19 +273,19 @@ async fn create_absence(
     }
     let row = state
         .store
-        .insert_absence(subject.pk, from, to, reason, caller.user_id)
+        .insert_absence(subject.pk, from, to, reason, caller.user_id, |row| {
+            draft(
+                &caller,
+                "absence.create",
+                serde_json::json!({"absence_id": row.id,
+                "from": time::rfc3339(from), "to": time::rfc3339(to), "reason": row.reason}),
+                None,
+                vec![subject.id.clone()],
+                1,
+            )
+        })
         .await?;
     state.monitor.reload_absences().await?;
-    super::audit::record(
-        &state,
-        &caller,
-        "absence.create",
-        serde_json::json!({"absence_id": row.id,
-        "from": time::rfc3339(from), "to": time::rfc3339(to), "reason": row.reason}),
-        &subject.id,
-        1,
-    )
-    .await?;
     Ok((
         StatusCode::CREATED,
         Json(Absence {

@@ -8,7 +8,8 @@ use std::borrow::Cow;
 
 use sqlx::Row;
 
-use super::{Result, Store, StoreError};
+use super::{LawfulTx, Result, Store, StoreError};
+use crate::audit::chain::AuditDraft;
 use crate::model::Micros;
 
 /// Numbers `?` placeholders for PostgreSQL; SQLite takes them as they are.
@@ -42,6 +43,23 @@ macro_rules! with_pool {
             }
             Store::Postgres(s) => {
                 let $pool = s.pool();
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$conn` bound to the connection of a [`LawfulTx`] (a write and its
+/// audit entry in one transaction).
+macro_rules! with_tx {
+    ($tx:expr, |$conn:ident| $body:expr) => {
+        match $tx {
+            LawfulTx::Sqlite(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+            LawfulTx::Postgres(t) => {
+                let $conn = &mut **t;
                 $body
             }
         }
@@ -193,14 +211,22 @@ const ALERT_EVENT_SQL: &str =
     "INSERT INTO alert_events (alert_id, at, kind, actor, detail) VALUES (?, ?, ?, ?, ?)";
 
 impl Store {
-    pub async fn insert_zone(&self, z: &NewZone) -> Result<ZoneRow> {
+    /// Inserts a zone and its audit entry (built from the stored row by `entry`) in one
+    /// transaction: a zone is never in force without its entry, nor an entry left without
+    /// its zone, whatever fails or is killed in between.
+    pub async fn insert_zone(
+        &self,
+        z: &NewZone,
+        entry: impl FnOnce(&ZoneRow) -> AuditDraft,
+    ) -> Result<ZoneRow> {
         let q = sql(
             self,
             "INSERT INTO zones (subject_pk, kind, name, geometry, schedule, grace_s, valid_from, valid_to, created_at, created_by) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
         );
         let now = crate::model::time::now_micros();
-        with_pool!(self, |pool| {
+        let mut tx = self.begin_lawful().await?;
+        let row = with_tx!(&mut tx, |conn| {
             let r = sqlx::query(&q)
                 .bind(z.subject_pk)
                 .bind(&z.kind)
@@ -212,10 +238,13 @@ impl Store {
                 .bind(z.valid_to)
                 .bind(now)
                 .bind(z.created_by)
-                .fetch_one(pool)
+                .fetch_one(conn)
                 .await?;
-            Ok(zone_row(&r)?)
-        })
+            zone_row(&r)?
+        });
+        tx.append_audit(entry(&row)).await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// Every zone, ended ones included (replays need the zones valid at each fix's time).
@@ -239,23 +268,31 @@ impl Store {
         })
     }
 
-    /// Ends a zone's validity at `at` (never erases it). Returns false if already ended.
-    pub async fn end_zone(&self, id: i64, at: Micros) -> Result<bool> {
+    /// Ends a zone's validity at `at` (never erases it) and appends `entry`, in one
+    /// transaction. Returns false if the zone had already ended (the entry is appended all
+    /// the same: it records the request).
+    pub async fn end_zone(&self, id: i64, at: Micros, entry: AuditDraft) -> Result<bool> {
         let q = sql(
             self,
             "UPDATE zones SET valid_to = ? WHERE id = ? AND (valid_to IS NULL OR valid_to > ?)",
         );
-        with_pool!(self, |pool| {
+        let mut tx = self.begin_lawful().await?;
+        let changed = with_tx!(&mut tx, |conn| {
             let done = sqlx::query(&q)
                 .bind(at)
                 .bind(id)
                 .bind(at)
-                .execute(pool)
+                .execute(conn)
                 .await?;
-            Ok(done.rows_affected() > 0)
-        })
+            done.rows_affected() > 0
+        });
+        tx.append_audit(entry).await?;
+        tx.commit().await?;
+        Ok(changed)
     }
 
+    /// Inserts an absence and its audit entry (built from the stored row by `entry`) in one
+    /// transaction, like [`Store::insert_zone`].
     pub async fn insert_absence(
         &self,
         subject_pk: i64,
@@ -263,30 +300,35 @@ impl Store {
         to_us: Micros,
         reason: &str,
         created_by: i64,
+        entry: impl FnOnce(&AbsenceRow) -> AuditDraft,
     ) -> Result<AbsenceRow> {
         let q = sql(
             self,
             "INSERT INTO absences (subject_pk, from_us, to_us, reason, created_at, created_by) \
              VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
         );
-        with_pool!(self, |pool| {
-            let id: i64 = sqlx::query_scalar(&q)
+        let mut tx = self.begin_lawful().await?;
+        let id: i64 = with_tx!(&mut tx, |conn| {
+            sqlx::query_scalar(&q)
                 .bind(subject_pk)
                 .bind(from_us)
                 .bind(to_us)
                 .bind(reason)
                 .bind(crate::model::time::now_micros())
                 .bind(created_by)
-                .fetch_one(pool)
-                .await?;
-            Ok(AbsenceRow {
-                id,
-                subject_pk,
-                from_us,
-                to_us,
-                reason: reason.to_owned(),
-            })
-        })
+                .fetch_one(conn)
+                .await?
+        });
+        let row = AbsenceRow {
+            id,
+            subject_pk,
+            from_us,
+            to_us,
+            reason: reason.to_owned(),
+        };
+        tx.append_audit(entry(&row)).await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     pub async fn absences(&self) -> Result<Vec<AbsenceRow>> {
