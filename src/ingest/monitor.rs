@@ -27,7 +27,7 @@ use crate::metrics::{AlertLabels, Metrics};
 use crate::model::fix::{unpack_flags, E7};
 use crate::model::geometry::{Boroughs, GeometryInput};
 use crate::model::schedule::Schedule;
-use crate::model::time::now_micros;
+use crate::model::time::{now_micros, wall_offset_micros};
 use crate::store::{AlertFields, AlertRow, FixRow, Store, StoreError, ZoneRow};
 
 use super::Committed;
@@ -35,6 +35,10 @@ use super::Committed;
 /// The London borough boundaries shipped with the binary.
 pub static BOROUGHS_GEOJSON: &str =
     include_str!("../../geodata/boundaries/london_boroughs.geojson");
+
+/// A wall-clock step this large (against server time) is logged: far above NTP's slew, far
+/// below anything that moves comms loss.
+const CLOCK_STEP_LOG_US: i64 = 2_000_000;
 
 /// One alert change, as broadcast to SSE subscribers.
 #[derive(Debug, Clone)]
@@ -564,10 +568,20 @@ impl Monitor {
         let mut stop = self.inner.stop.subscribe();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(sweep_every);
+            let mut logged_offset = 0;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = stop.wait_for(|s| *s) => return,
+                }
+                let offset = wall_offset_micros();
+                if (offset - logged_offset).abs() >= CLOCK_STEP_LOG_US {
+                    tracing::warn!(
+                        offset_s = offset / 1_000_000,
+                        "wall clock stepped; server time goes on from the monotonic clock \
+                         (a restart adopts the wall clock)"
+                    );
+                    logged_offset = offset;
                 }
                 if let Err(e) = self.sweep(now_micros()).await {
                     tracing::error!(error = %e, "sweep failed");
