@@ -1406,7 +1406,7 @@ async fn clock_jumps_raise_no_false_comms_loss_reject_no_valid_fix_and_keep_the_
             rounds += 1;
             let (api, f, admin, round) = (&api, &f, &admin, rounds);
             async move {
-                if round % 20 == 0 {
+                if round % 10 == 0 {
                     ping_now(api, &f.gateway, &alive).await;
                 }
                 !alerts_of(api, admin, "comms_loss", &f.subjects[3])
@@ -1450,7 +1450,7 @@ async fn clock_jumps_raise_no_false_comms_loss_reject_no_valid_fix_and_keep_the_
             rounds += 1;
             let (api, f, admin, round) = (&api, &f, &admin, rounds);
             async move {
-                if round % 20 == 0 {
+                if round % 10 == 0 {
                     ping_now(
                         api,
                         &f.gateway,
