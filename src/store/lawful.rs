@@ -13,22 +13,24 @@
 //! ## The crime-scene index
 //! `fixes(cell, ts)` holds every positioned fix's H3 res-9 cell; `fix_segments` holds the
 //! res-7 cells of every long segment (see [`crate::query::cells`]), written by the fix
-//! insert path ([`long_segments`]). A scene query is one statement per store
-//! ([`LawfulTx::scene_points`]) that never reads a device's whole history:
+//! insert path ([`long_segments`]). A scene query ([`LawfulTx::scene_points`]) never
+//! reads a device's whole history:
 //! 1. *hits*: `(device, ts)` of every fix in a fine cell of the cover with `ts` in the
 //!    window widened by `max_gap`, read from the index alone, as intervals
 //!    `[ts − gap, ts + gap]`; and `[t0, t1]` of every long segment in a coarse cell that
 //!    meets the window;
-//! 2. *islands*: per device, intervals merged when they are at most `gap` apart (a running
-//!    maximum over the intervals sorted by start, then a running count of breaks). Between
-//!    two islands more than `gap` of time is left out, so two loaded fixes that look
-//!    consecutive are either truly consecutive or too far apart to be linked; every segment
-//!    that can match has an endpoint hit (short) or an index row (long), so it lies inside
-//!    one island;
-//! 3. *fixes*: every positioned, attributed fix of each island, with its predecessor and
-//!    successor on the track (window functions), kept only when [`SceneBox::keeps`] it —
-//!    so only fixes near the scene, and the ends of segments that pass near it, leave the
-//!    database.
+//! 2. *islands*: per device, intervals merged when they are at most `gap` apart
+//!    ([`merge_intervals`]). Between two islands more than `gap` of time is left out, so
+//!    two loaded fixes that look consecutive are either truly consecutive or too far apart
+//!    to be linked; every segment that can match has an endpoint hit (short) or an index
+//!    row (long), so it lies inside one island;
+//! 3. *fixes*: every positioned, attributed fix of each island, with its predecessor's
+//!    time. PostgreSQL does all three in one statement (window functions for the islands
+//!    and for each fix's predecessor and successor) and returns only what
+//!    [`SceneBox::keeps`]: fixes near the scene and the ends of segments that pass near it.
+//!    SQLite's window functions cost far more than its reads, so there the islands and the
+//!    predecessors are computed here ([`chain_predecessors`]) and the box is left to the
+//!    matcher.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -147,6 +149,47 @@ pub(super) fn long_segments(mut pts: Vec<Pt>, new: &HashSet<(i64, i64)>) -> Vec<
     out.sort();
     out.dedup();
     out
+}
+
+/// Per-device time intervals to load for a scene query: `[ts − gap, ts + gap]` around
+/// every fine-cell hit and `[t0, t1]` for every long segment, merged when they are at most
+/// `gap` apart. Inside an interval every fix of the device is loaded; between two intervals
+/// more than `gap` of time is left out, so two loaded fixes that look consecutive are
+/// either truly consecutive or too far apart to be linked. Every segment that can match
+/// has an endpoint hit (short) or an index row (long), so it lies inside one interval.
+pub(super) fn merge_intervals(
+    hits: &[(i64, Micros)],
+    segments: &[(i64, Micros, Micros)],
+    gap_us: i64,
+) -> Vec<(i64, Micros, Micros)> {
+    let mut raw: Vec<(i64, Micros, Micros)> = hits
+        .iter()
+        .map(|&(d, ts)| (d, ts.saturating_sub(gap_us), ts.saturating_add(gap_us)))
+        .chain(segments.iter().copied())
+        .collect();
+    raw.sort_unstable();
+    let mut out: Vec<(i64, Micros, Micros)> = Vec::with_capacity(raw.len().min(1024));
+    for (d, a, b) in raw {
+        match out.last_mut() {
+            Some(last) if last.0 == d && a <= last.2.saturating_add(gap_us) => {
+                last.2 = last.2.max(b);
+            }
+            _ => out.push((d, a, b)),
+        }
+    }
+    out
+}
+
+/// Gives each fix of `rows` (sorted by device, then time) its predecessor's time: the
+/// previous row of the same device. Right for rows loaded as whole intervals of
+/// [`merge_intervals`]: between intervals more than `gap` passes, so a wrong predecessor
+/// across two of them is never linked.
+pub(super) fn chain_predecessors(rows: &mut [SceneRow]) {
+    let mut prev: Option<(i64, Micros)> = None;
+    for r in rows.iter_mut() {
+        r.prev_ts = prev.filter(|p| p.0 == r.device_pk).map(|p| p.1);
+        prev = Some((r.device_pk, r.ts));
+    }
 }
 
 /// The bound values of one scene statement (see the module doc).
@@ -357,6 +400,31 @@ pub(super) fn stored_subject_ids(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MIN: i64 = 60_000_000;
+
+    #[test]
+    fn hits_close_in_time_merge_and_far_ones_do_not() {
+        let gap = 5 * MIN;
+        let iv = merge_intervals(&[(1, 0), (1, 8 * MIN), (1, 30 * MIN), (2, 0)], &[], gap);
+        assert_eq!(
+            iv,
+            vec![
+                (1, -5 * MIN, 13 * MIN),
+                (1, 25 * MIN, 35 * MIN),
+                (2, -5 * MIN, 5 * MIN)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_gap_of_exactly_max_gap_between_intervals_is_merged() {
+        let gap = 5 * MIN;
+        // [−5, 5] and [10, 20]: 5 minutes apart, so a fix at 5 and one at 10 could be
+        // linked; they must be in one interval.
+        let iv = merge_intervals(&[(1, 0), (1, 15 * MIN)], &[], gap);
+        assert_eq!(iv, vec![(1, -5 * MIN, 20 * MIN)]);
+    }
 
     #[test]
     fn only_long_pairs_with_a_new_fix_are_indexed() {

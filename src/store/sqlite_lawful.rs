@@ -11,8 +11,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, SqliteConnection};
 
 use super::lawful::{
-    batch_ranges, long_segments, stored_json, stored_subject_ids, AuditFilter, Pt, PurgeCounts,
-    SceneLookup, SceneRow, SegRow, VERIFY_PAGE,
+    batch_ranges, chain_predecessors, long_segments, merge_intervals, stored_json,
+    stored_subject_ids, AuditFilter, Pt, PurgeCounts, SceneLookup, SceneRow, SegRow, VERIFY_PAGE,
 };
 use super::sqlite::{fix, FIX_COLUMNS};
 use super::{FixRow, Result, SqliteStore};
@@ -142,54 +142,63 @@ pub(super) async fn at_time_fixes(
     fixes(&rows)
 }
 
-/// The scene statement (see [`super::lawful`]'s module doc; the same steps as PostgreSQL's).
+/// The scene lookup on SQLite: the steps of [`super::lawful`]'s module doc, but with the
+/// islands and the predecessors computed here rather than by window functions, which
+/// SQLite evaluates an order of magnitude slower than the reads themselves (measured on
+/// 10 M fixes: 7,300 hits and 11,300 loaded fixes took 3 ms to read and 60 ms to window).
+/// Hits come back one row per device (`group_concat` of their times), loaded fixes with
+/// only the columns the maths needs; the [`SceneBox`](crate::query::scene::SceneBox)
+/// filter is left to the matcher, which is as cheap as filtering here.
 pub(super) async fn scene_rows(
     conn: &mut SqliteConnection,
     q: &SceneLookup<'_>,
 ) -> Result<Vec<SceneRow>> {
-    Ok(sqlx::query_as(
-        "WITH raw(d, a, b) AS ( \
-             SELECT device_pk, ts - ?3, ts + ?3 FROM fixes \
-             WHERE cell IN (SELECT value FROM json_each(?1)) AND ts BETWEEN ?4 AND ?5 \
-             UNION ALL \
-             SELECT device_pk, t0, t1 FROM fix_segments \
-             WHERE cell IN (SELECT value FROM json_each(?2)) AND t0 BETWEEN ?4 AND ?7 AND t1 >= ?6), \
-         reach(d, a, b, r) AS ( \
-             SELECT d, a, b, max(b) OVER (PARTITION BY d ORDER BY a, b \
-                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) FROM raw), \
-         isl(d, a, b, n) AS ( \
-             SELECT d, a, b, sum(CASE WHEN r IS NOT NULL AND a <= r + ?3 THEN 0 ELSE 1 END) \
-                 OVER (PARTITION BY d ORDER BY a, b ROWS UNBOUNDED PRECEDING) FROM reach), \
-         iv(d, a, b) AS (SELECT d, min(a), max(b) FROM isl GROUP BY d, n), \
-         f AS ( \
-             SELECT g.device_pk, g.ts, g.subject_pk, g.lat_e7, g.lon_e7, g.accuracy_m, \
-                 lag(g.ts) OVER w AS prev_ts, \
-                 lag(g.lat_e7) OVER w AS plat, lag(g.lon_e7) OVER w AS plon, \
-                 lead(g.lat_e7) OVER w AS nlat, lead(g.lon_e7) OVER w AS nlon \
-             FROM iv CROSS JOIN fixes g \
-             WHERE g.device_pk = iv.d AND g.ts BETWEEN iv.a AND iv.b \
-               AND g.lat_e7 IS NOT NULL AND g.lon_e7 IS NOT NULL AND g.subject_pk IS NOT NULL \
-             WINDOW w AS (PARTITION BY g.device_pk ORDER BY g.ts)) \
-         SELECT device_pk, ts, subject_pk, lat_e7, lon_e7, accuracy_m, prev_ts FROM f \
-         WHERE (lat_e7 BETWEEN ?8 AND ?9 AND lon_e7 BETWEEN ?10 AND ?11) \
-            OR (plat IS NOT NULL AND min(lat_e7, plat) <= ?9 AND max(lat_e7, plat) >= ?8 \
-                AND min(lon_e7, plon) <= ?11 AND max(lon_e7, plon) >= ?10) \
-            OR (nlat IS NOT NULL AND min(lat_e7, nlat) <= ?9 AND max(lat_e7, nlat) >= ?8 \
-                AND min(lon_e7, nlon) <= ?11 AND max(lon_e7, nlon) >= ?10)",
+    let grouped: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT device_pk, group_concat(ts) FROM fixes \
+         WHERE cell IN (SELECT value FROM json_each(?1)) AND ts BETWEEN ?2 AND ?3 \
+         GROUP BY device_pk",
     )
     .bind(json_list(&q.fine))
-    .bind(json_list(&q.coarse))
-    .bind(q.gap_us)
     .bind(q.lo)
     .bind(q.hi)
-    .bind(q.from)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut hits: Vec<(i64, Micros)> = Vec::new();
+    for (device_pk, times) in &grouped {
+        for t in times.split(',') {
+            let ts = t
+                .parse::<i64>()
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            hits.push((*device_pk, ts));
+        }
+    }
+    let segments: Vec<(i64, Micros, Micros)> = sqlx::query_as(
+        "SELECT device_pk, t0, t1 FROM fix_segments \
+         WHERE cell IN (SELECT value FROM json_each(?1)) AND t0 BETWEEN ?2 AND ?3 AND t1 >= ?4",
+    )
+    .bind(json_list(&q.coarse))
+    .bind(q.lo)
     .bind(q.to)
-    .bind(q.bx.lat_lo)
-    .bind(q.bx.lat_hi)
-    .bind(q.bx.lon_lo)
-    .bind(q.bx.lon_hi)
-    .fetch_all(conn)
-    .await?)
+    .bind(q.from)
+    .fetch_all(&mut *conn)
+    .await?;
+    if hits.is_empty() && segments.is_empty() {
+        return Ok(Vec::new());
+    }
+    let intervals = merge_intervals(&hits, &segments, q.gap_us);
+    let mut rows: Vec<SceneRow> = sqlx::query_as(
+        "SELECT g.device_pk, g.ts, g.subject_pk, g.lat_e7, g.lon_e7, g.accuracy_m, NULL AS prev_ts \
+         FROM json_each(?1) AS j CROSS JOIN fixes g \
+         WHERE g.device_pk = json_extract(j.value, '$[0]') \
+           AND g.ts BETWEEN json_extract(j.value, '$[1]') AND json_extract(j.value, '$[2]') \
+           AND g.lat_e7 IS NOT NULL AND g.lon_e7 IS NOT NULL AND g.subject_pk IS NOT NULL \
+         ORDER BY g.device_pk, g.ts",
+    )
+    .bind(json_list(&intervals))
+    .fetch_all(&mut *conn)
+    .await?;
+    chain_predecessors(&mut rows);
+    Ok(rows)
 }
 
 pub(super) async fn trail_page(
