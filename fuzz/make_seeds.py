@@ -140,6 +140,10 @@ SCHEDULES = {
 for name, (at, tz, windows) in SCHEDULES.items():
     body = json.dumps({"timezone": tz, "windows": windows})
     write("zone_schedule", name, struct.pack("<q", us(at)) + body.encode())
+# chrono's first and last calendar days (years -262143 and 262142), as µs
+for name, t in {"last-day": 8_210_266_790_400_000_000, "first-day": -8_334_601_315_200_000_000}.items():
+    write("zone_schedule", name, struct.pack("<q", t) + json.dumps({
+        "timezone": "Europe/London", "windows": [{"days": ALL_DAYS, "start": "19:00", "end": "07:00"}]}).encode())
 write("zone_schedule", "end-of-time",
       struct.pack("<q", 2**63 - 1) + json.dumps({"timezone": "UTC", "windows": [
           {"days": ALL_DAYS, "start": "00:00", "end": "00:00"}]}).encode())

@@ -11,9 +11,14 @@
 //!   and a breach that runs through two back-to-back windows is one episode;
 //! - a run of merged windows is looked for at most [`MAX_SPAN_DAYS`] days either side, so a
 //!   schedule that is active without a break (every day 00:00–00:00) yields intervals of at
-//!   most that length rather than looping forever.
+//!   most that length rather than looping forever;
+//! - instants within `EDGE_MARGIN_DAYS` (404) of the ends of the calendar (chrono's years
+//!   −262143 and 262142, a quarter of a million years from any real fix) are outside every
+//!   window, so the date arithmetic of the search never overflows.
 
-use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{
+    DateTime, Days, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
+};
 use chrono_tz::Tz;
 
 use crate::model::schedule::CompiledSchedule;
@@ -22,6 +27,9 @@ use crate::model::schedule::CompiledSchedule;
 pub const MAX_SPAN_DAYS: i64 = 400;
 /// First search span; every non-empty schedule has a window each week.
 const FIRST_SPAN_DAYS: i64 = 8;
+/// Days kept clear at each end of the calendar: the search span, a window ending the next day,
+/// and a day for the largest offset of local time from UTC.
+const EDGE_MARGIN_DAYS: u64 = MAX_SPAN_DAYS as u64 + 4;
 
 const US_PER_S: i64 = 1_000_000;
 
@@ -83,6 +91,18 @@ fn first_instant_at_or_after(tz: &Tz, local: NaiveDateTime) -> i64 {
     hi * US_PER_S
 }
 
+/// `[first, end)` in µs: the instants whose schedule status is computed; the rest of the
+/// calendar is left to `EDGE_MARGIN_DAYS`.
+fn computed_range() -> (i64, i64) {
+    let us =
+        |d: Option<NaiveDate>| d.map(|d| d.and_time(NaiveTime::MIN).and_utc().timestamp_micros());
+    let margin = Days::new(EDGE_MARGIN_DAYS);
+    (
+        us(NaiveDate::MIN.checked_add_days(margin)).unwrap_or(i64::MIN),
+        us(NaiveDate::MAX.checked_sub_days(margin)).unwrap_or(i64::MAX),
+    )
+}
+
 fn at_minutes(date: NaiveDate, minutes: u16) -> NaiveDateTime {
     date.and_time(chrono::NaiveTime::MIN) + Duration::minutes(i64::from(minutes))
 }
@@ -133,6 +153,21 @@ impl CompiledSchedule {
 
     /// Active or not at `ts_us`, with the maximal constant interval around it.
     pub fn status_at(&self, ts_us: i64) -> ScheduleStatus {
+        let (first, end) = computed_range();
+        if ts_us < first {
+            return ScheduleStatus {
+                active: false,
+                from_us: i64::MIN,
+                until_us: first,
+            };
+        }
+        if ts_us >= end {
+            return ScheduleStatus {
+                active: false,
+                from_us: end,
+                until_us: i64::MAX,
+            };
+        }
         let Some(d) = self.local_date(ts_us) else {
             return ScheduleStatus::NEVER;
         };
@@ -180,6 +215,11 @@ impl CompiledSchedule {
 
     /// Merged window instances overlapping `[from_us, to_us)`, in time order.
     pub fn windows_overlapping(&self, from_us: i64, to_us: i64) -> Vec<(i64, i64)> {
+        let (first, end) = computed_range();
+        let (from_us, to_us) = (from_us.max(first), to_us.min(end));
+        if from_us >= to_us {
+            return Vec::new();
+        }
         let (Some(a), Some(b)) = (self.local_date(from_us), self.local_date(to_us)) else {
             return Vec::new();
         };
@@ -292,6 +332,37 @@ mod tests {
                 (us("2026-01-19T19:00:00Z"), us("2026-01-20T09:00:00Z"))
             ]
         );
+    }
+
+    #[test]
+    fn instants_at_the_ends_of_the_calendar_are_inactive_not_a_panic() {
+        // found by the zone_schedule fuzz target seeded with the calendar's last day
+        // (fuzz/regressions/zone_schedule/): the search overflowed `NaiveDate + TimeDelta`
+        let s = sched(
+            &["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+            "19:00",
+            "24:00",
+        );
+        let last_day = NaiveDate::MAX.and_time(chrono::NaiveTime::MIN).and_utc();
+        let first_day = NaiveDate::MIN.and_time(chrono::NaiveTime::MIN).and_utc();
+        for ts in [
+            last_day.timestamp_micros(),
+            last_day.timestamp_micros() - 400 * 24 * H,
+            first_day.timestamp_micros(),
+            first_day.timestamp_micros() + 400 * 24 * H,
+            i64::MIN,
+            i64::MAX - 1,
+        ] {
+            let st = s.status_at(ts);
+            assert!(!st.active && st.covers(ts), "{ts}: {st:?}");
+            assert!(s
+                .windows_overlapping(ts, ts.saturating_add(24 * H))
+                .is_empty());
+        }
+        // far from the ends, schedules still work
+        let far = us("9999-06-01T20:00:00Z");
+        assert!(s.status_at(far).active);
+        assert_eq!(s.windows_overlapping(far, far + H).len(), 1);
     }
 
     #[test]
