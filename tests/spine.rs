@@ -18,6 +18,7 @@ on_both_stores!(
     a_reassigned_device_keeps_each_fix_with_the_subject_it_was_attributed_to,
     an_overloaded_queue_answers_429_with_retry_after_and_loses_nothing_acknowledged,
     a_flood_of_made_up_tokens_is_throttled_while_real_tokens_still_work,
+    a_number_too_large_to_store_is_rejected_not_read_back_as_null,
 );
 
 async fn the_auth_matrix_answers_401_403_and_404_as_specified(backend: Backend) {
@@ -599,4 +600,27 @@ async fn a_flood_of_made_up_tokens_is_throttled_while_real_tokens_still_work(bac
     );
     let (s, _) = app.get("/v1/subjects", &app.admin_token).await;
     assert_eq!(s, StatusCode::OK);
+}
+
+/// Found by Schemathesis: an `accuracy_m` of 1e300 (finite, so accepted) was stored as an
+/// `f32` infinity and a location-at-time answer then showed `"accuracy_m": null`, which its
+/// schema (a number) does not allow.
+async fn a_number_too_large_to_store_is_rejected_not_read_back_as_null(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.subject("GTO-1", None).await;
+    let device = app.device("TAG-1", "GTO-1").await;
+    let mut huge = ping("TAG-1", &ago(120), 51.5, -0.1);
+    huge["accuracy_m"] = json!(1e300);
+    let mut fast = ping("TAG-1", &ago(90), 51.5, -0.1);
+    fast["speed_mps"] = json!(1e300);
+    let mut large = ping("TAG-1", &ago(60), 51.5, -0.1);
+    large["accuracy_m"] = json!(3.0e38);
+    let (s, v) = app.post_pings(&device, json!([huge, fast, large])).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["accepted"], 1, "{v}");
+    assert_eq!(v["rejected"][0]["error"], "accuracy_m is too large");
+    assert_eq!(v["rejected"][1]["error"], "speed_mps is too large");
+    let (s, v) = app.get("/v1/subjects/GTO-1/trail", &app.admin_token).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["items"][0]["accuracy_m"].is_number(), "{v}");
 }

@@ -108,9 +108,12 @@ impl TimeLimits {
     }
 }
 
+/// `v` unless it is not finite or too large for the `f32` the stores keep (past `f32::MAX` it
+/// would be stored as infinity and read back as JSON `null`).
 fn finite(name: &str, v: Option<f64>) -> Result<Option<f64>, String> {
     match v {
         Some(x) if !x.is_finite() => Err(format!("{name} is not a finite number")),
+        Some(x) if x.abs() > f64::from(f32::MAX) => Err(format!("{name} is too large")),
         other => Ok(other),
     }
 }
@@ -219,6 +222,18 @@ mod tests {
         let f = ping(r#"{"device_id":"T1","ts":"2026-06-01T11:59:00Z","lat":51.5,"lon":-0.12,"accuracy_m":8}"#).unwrap();
         assert_eq!(f.pos_e7, Some((515_000_000, -1_200_000)));
         assert_eq!(f.source, FixSource::Gps);
+    }
+
+    #[test]
+    fn a_number_too_large_for_storage_is_rejected_not_stored_as_infinity() {
+        for field in ["accuracy_m", "speed_mps"] {
+            let json = format!(
+                r#"{{"device_id":"T1","ts":"2026-06-01T11:59:00Z","lat":51.5,"lon":0,"{field}":1e300}}"#
+            );
+            assert_eq!(ping(&json), Err(format!("{field} is too large")));
+        }
+        let f = ping(r#"{"device_id":"T1","ts":"2026-06-01T11:59:00Z","lat":51.5,"lon":0,"accuracy_m":3.0e38}"#).unwrap();
+        assert!(f.accuracy_m.is_some_and(f32::is_finite));
     }
 
     #[test]
