@@ -24,6 +24,8 @@ on_both_stores!(
     a_query_fails_closed_when_its_audit_entry_cannot_be_written,
     the_purge_deletes_fixes_past_retention_and_audits_the_run,
     crime_match_takes_json_our_csv_and_the_police_uk_csv_with_one_audit_entry_per_crime,
+    crime_match_refuses_a_bad_radius_or_query_parameter_even_without_crimes,
+    a_geojson_trail_is_served_as_application_geo_json,
 );
 
 /// The scene every test measures against: Oxford Circus.
@@ -841,4 +843,73 @@ async fn crime_match_takes_json_our_csv_and_the_police_uk_csv_with_one_audit_ent
     assert_eq!(entries[1]["subject_ids"], json!(["GTO-1"]));
     assert_eq!(entries[1]["justification"]["crime_ref"], "CR-9");
     assert_eq!(w.verify().await["ok"], true);
+}
+
+/// Found by Schemathesis: with an empty `crimes` list the radius was never checked, and the
+/// CSV form's query parameters were ignored (even when invalid) with a JSON body.
+async fn crime_match_refuses_a_bad_radius_or_query_parameter_even_without_crimes(backend: Backend) {
+    let w = world(backend).await;
+    for radius_m in [json!(0), json!(-5), json!(10_000.5)] {
+        let body = json!({"crimes": [], "radius_m": radius_m, "justification": justification()});
+        let (s, v) = w
+            .app
+            .post("/v1/queries/crime-match", &w.analyst, body)
+            .await;
+        assert_eq!(
+            s,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "radius {radius_m}: {v}"
+        );
+    }
+    let ok = json!({"crimes": [], "radius_m": 100, "justification": justification()});
+    for q in ["radius_m=0", "reason=%0C", "crime_ref=", "legal_basis=%20"] {
+        let (s, v) = w
+            .app
+            .post(
+                &format!("/v1/queries/crime-match?{q}"),
+                &w.analyst,
+                ok.clone(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{q}: {v}");
+    }
+    // valid parameters beside a JSON body are harmless
+    let (s, v) = w
+        .app
+        .post(
+            "/v1/queries/crime-match?radius_m=50&crime_ref=CR-1&legal_basis=b&reason=r",
+            &w.analyst,
+            ok,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["results"], json!([]));
+}
+
+/// Found by Schemathesis: `format=geojson` answered a FeatureCollection under
+/// `application/json`, whose documented schema is the JSON page.
+async fn a_geojson_trail_is_served_as_application_geo_json(backend: Backend) {
+    let w = world(backend).await;
+    w.track("GTO-1", "TAG-1", &[(0, 0.0, 0.0), (60, 50.0, 0.0)])
+        .await;
+    let get = |format: &'static str| {
+        w.app
+            .client
+            .get(format!(
+                "{}/v1/subjects/GTO-1/trail?format={format}",
+                w.app.url
+            ))
+            .bearer_auth(&w.officer)
+            .send()
+    };
+    let r = get("geojson").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/geo+json");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "FeatureCollection");
+    assert_eq!(v["features"].as_array().unwrap().len(), 3);
+    let r = get("json").await.unwrap();
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 2);
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Principal;
-use super::{AppState, JsonBody, List};
+use super::{problems, AppState, JsonBody, List};
 use crate::error::ApiError;
 use crate::model::fix::E7;
 use crate::model::time;
@@ -173,21 +173,27 @@ impl Directory {
 
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct AlertQuery {
+    /// `open`, `acknowledged`, `closed` or `withdrawn` (anything else matches nothing).
     pub status: Option<String>,
+    /// Only this subject's alerts (an unknown subject matches nothing).
     pub subject_id: Option<String>,
     #[serde(rename = "type")]
     #[param(rename = "type")]
     pub alert_type: Option<String>,
     /// RFC 3339: alerts detected at or after this time.
+    #[param(format = DateTime)]
     pub since: Option<String>,
+    /// Default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// The previous page's `next_cursor`.
+    #[param(pattern = r"^-?[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 
 /// The alert queue, newest first.
-#[utoipa::path(get, path = "/v1/alerts", tag = "alerts", params(AlertQuery), security(("bearer" = [])),
-    responses((status = 200, body = List<Alert>), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+#[utoipa::path(get, path = "/v1/alerts", operation_id = "list_alerts", tag = "alerts", params(AlertQuery), security(("bearer" = [])),
+    responses((status = 200, body = List<Alert>), problems::Restricted, problems::Params))]
 #[tracing::instrument(skip_all)]
 async fn list(
     State(state): State<AppState>,
@@ -264,10 +270,10 @@ async fn visible_alert(
 }
 
 /// One alert with its evidence fixes and every state change.
-#[utoipa::path(get, path = "/v1/alerts/{id}", tag = "alerts",
-    params(("id" = i64, Path, description = "alert id")), security(("bearer" = [])),
-    responses((status = 200, body = AlertDetail), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
+#[utoipa::path(get, path = "/v1/alerts/{id}", operation_id = "show_alert", tag = "alerts",
+    params(("id" = i64, Path, description = "alert id", example = 1)), security(("bearer" = [])),
+    responses((status = 200, body = AlertDetail), problems::Restricted,
+              (status = 400, response = problems::BadRequest), (status = 404, response = problems::NotFound)))]
 #[tracing::instrument(skip_all)]
 async fn show(
     State(state): State<AppState>,
@@ -353,7 +359,7 @@ pub struct AckIn {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CloseIn {
-    /// `breach_confirmed`, `no_action`, `authorised` or `equipment_fault`
+    #[schema(schema_with = outcome_schema)]
     pub outcome: String,
     pub note: String,
 }
@@ -365,12 +371,20 @@ const OUTCOMES: [&str; 4] = [
     "equipment_fault",
 ];
 
+/// `CloseIn::outcome` in the OpenAPI document: one of [`OUTCOMES`].
+fn outcome_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(OUTCOMES))
+        .description(Some("why the alert is closed"))
+        .build()
+}
+
 /// Marks an open alert as seen.
-#[utoipa::path(post, path = "/v1/alerts/{id}/acknowledge", tag = "alerts", request_body = AckIn,
-    params(("id" = i64, Path, description = "alert id")), security(("bearer" = [])),
-    responses((status = 200, body = AlertDetail), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
-              (status = 409, body = crate::error::Problem)))]
+#[utoipa::path(post, path = "/v1/alerts/{id}/acknowledge", operation_id = "acknowledge_alert", tag = "alerts", request_body = AckIn,
+    params(("id" = i64, Path, description = "alert id", example = 1)), security(("bearer" = [])),
+    responses((status = 200, body = AlertDetail), problems::Restricted, problems::JsonBody,
+              (status = 404, response = problems::NotFound), (status = 409, response = problems::Conflict)))]
 #[tracing::instrument(skip_all)]
 async fn acknowledge(
     State(state): State<AppState>,
@@ -413,11 +427,10 @@ async fn acknowledge(
 }
 
 /// Closes an alert with an outcome and a note.
-#[utoipa::path(post, path = "/v1/alerts/{id}/close", tag = "alerts", request_body = CloseIn,
-    params(("id" = i64, Path, description = "alert id")), security(("bearer" = [])),
-    responses((status = 200, body = AlertDetail), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
-              (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+#[utoipa::path(post, path = "/v1/alerts/{id}/close", operation_id = "close_alert", tag = "alerts", request_body = CloseIn,
+    params(("id" = i64, Path, description = "alert id", example = 2)), security(("bearer" = [])),
+    responses((status = 200, body = AlertDetail), problems::Restricted, problems::JsonBody,
+              (status = 404, response = problems::NotFound), (status = 409, response = problems::Conflict)))]
 #[tracing::instrument(skip_all)]
 async fn close(
     State(state): State<AppState>,
@@ -461,9 +474,10 @@ async fn close(
 
 /// Server-Sent Events: one `alert` event per alert opened, updated, ended, acknowledged,
 /// closed or withdrawn, for the caller's caseload (admins: all).
-#[utoipa::path(get, path = "/v1/alerts/stream", tag = "alerts", security(("bearer" = [])),
-    responses((status = 200, description = "text/event-stream of alert changes"),
-              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)))]
+#[utoipa::path(get, path = "/v1/alerts/stream", operation_id = "alert_stream", tag = "alerts", security(("bearer" = [])),
+    responses((status = 200, description = "`alert` events, each `{\"change\": ..., \"alert\": Alert}`",
+               content_type = "text/event-stream", body = String),
+              problems::Restricted))]
 async fn stream(
     State(state): State<AppState>,
     caller: Principal,

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Principal;
 use super::queries::parse_time;
-use super::{AppState, List};
+use super::{problems, AppState, List};
 use crate::audit::chain::{AuditRecord, VerifyReport};
 use crate::error::ApiError;
 use crate::model::{time, Role, SubjectId};
@@ -31,14 +31,21 @@ pub fn router() -> Router<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Entries at or after this instant (RFC 3339).
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// Entries at or before this instant (RFC 3339).
+    #[param(format = DateTime)]
     pub to: Option<String>,
     /// User id of the actor.
     pub actor: Option<i64>,
     /// Entries that disclosed this subject.
+    #[param(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub subject_id: Option<String>,
+    /// Default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// The previous page's `next_cursor`.
+    #[param(pattern = r"^-?[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 
@@ -110,9 +117,8 @@ impl From<VerifyReport> for VerifyOut {
 }
 
 /// Audit entries, newest first (auditor).
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery), security(("bearer" = [])),
-    responses((status = 200, body = List<AuditEntry>), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+#[utoipa::path(get, path = "/v1/audit", operation_id = "list_audit", tag = "audit", params(AuditQuery), security(("bearer" = [])),
+    responses((status = 200, body = List<AuditEntry>), problems::Restricted, problems::Params))]
 #[tracing::instrument(skip_all)]
 async fn list(
     State(state): State<AppState>,
@@ -167,9 +173,8 @@ async fn list(
 }
 
 /// Walks the whole hash chain (auditor).
-#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", security(("bearer" = [])),
-    responses((status = 200, body = VerifyOut), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem)))]
+#[utoipa::path(get, path = "/v1/audit/verify", operation_id = "verify_audit", tag = "audit", security(("bearer" = [])),
+    responses((status = 200, body = VerifyOut), problems::Restricted))]
 #[tracing::instrument(skip_all)]
 async fn verify(
     State(state): State<AppState>,

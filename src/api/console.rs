@@ -203,7 +203,7 @@ pub struct Me {
 
 /// The caller's own user: id, name and role (the console shows the screens of that role).
 #[utoipa::path(get, path = "/v1/me", tag = "administration", security(("bearer" = [])),
-    responses((status = 200, body = Me), (status = 401, body = crate::error::Problem)))]
+    responses((status = 200, body = Me), super::problems::Authenticated))]
 pub async fn me(caller: Principal) -> Result<Json<Me>, ApiError> {
     Ok(Json(Me {
         id: caller.user_id,

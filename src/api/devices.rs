@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Principal;
-use super::{AppState, JsonBody};
+use super::{problems, AppState, JsonBody};
 use crate::error::ApiError;
 use crate::model::{time, DeviceId, Role};
 
@@ -21,7 +21,11 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct DeviceIn {
+    /// The vendor's serial: 1–64 characters of `A-Z a-z 0-9 . _ -`.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$", example = "TAG-000002")]
     pub id: String,
+    /// A registered subject (else 422).
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$", example = "GTO-00017")]
     pub subject_id: String,
 }
 
@@ -35,6 +39,8 @@ pub struct CreatedDevice {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Reassign {
+    /// A registered subject (else 422).
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$", example = "GTO-00017")]
     pub subject_id: String,
 }
 
@@ -54,11 +60,10 @@ async fn subject_pk(state: &AppState, id: &str) -> Result<i64, ApiError> {
 }
 
 /// Registers a tag, assigned to a subject, and returns its token.
-#[utoipa::path(post, path = "/v1/devices", tag = "administration", request_body = DeviceIn,
+#[utoipa::path(post, path = "/v1/devices", operation_id = "create_device", tag = "administration", request_body = DeviceIn,
     security(("bearer" = [])),
-    responses((status = 201, body = CreatedDevice), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem)))]
+    responses((status = 201, body = CreatedDevice), problems::Restricted, problems::JsonBody,
+              (status = 409, response = problems::Conflict)))]
 #[tracing::instrument(skip_all)]
 async fn create(
     State(state): State<AppState>,
@@ -91,11 +96,10 @@ async fn create(
 }
 
 /// Reassigns a tag to another subject; earlier fixes keep the subject they were attributed to.
-#[utoipa::path(put, path = "/v1/devices/{id}/subject", tag = "administration", request_body = Reassign,
-    params(("id" = String, Path, description = "device id")), security(("bearer" = [])),
-    responses((status = 200, body = Device), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem)))]
+#[utoipa::path(put, path = "/v1/devices/{id}/subject", operation_id = "reassign_device", tag = "administration", request_body = Reassign,
+    params(("id" = String, Path, description = "device id", example = "TAG-000001")), security(("bearer" = [])),
+    responses((status = 200, body = Device), problems::Restricted, problems::JsonBody,
+              (status = 404, response = problems::NotFound)))]
 #[tracing::instrument(skip_all)]
 async fn reassign(
     State(state): State<AppState>,

@@ -8,9 +8,11 @@ pub mod audit;
 pub mod auth;
 pub mod console;
 pub mod devices;
+pub mod integer;
 pub mod openapi;
 pub mod ops;
 pub mod pings;
+pub mod problems;
 pub mod queries;
 pub mod subjects;
 pub mod trails;
@@ -22,6 +24,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, MatchedPath, Request};
+use axum::http::StatusCode;
 use axum::Router;
 use serde::Serialize;
 use tower_http::trace::TraceLayer;
@@ -56,8 +59,8 @@ pub struct List<T> {
     pub next_cursor: Option<String>,
 }
 
-/// `Json` whose rejections become problem+json: 400 for unreadable JSON, 422 for the wrong
-/// shape, 415 mapped to 400 with the reason.
+/// `Json` whose rejections become problem+json with axum's status: 400 for unreadable JSON,
+/// 422 for the wrong shape, 415 without a JSON `Content-Type`, 413 past the body limit.
 pub struct JsonBody<T>(pub T);
 
 impl<T, S> FromRequest<S> for JsonBody<T>
@@ -70,8 +73,12 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(JsonBody(v)),
-            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::Unprocessable(e.body_text())),
-            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+            Err(e) => Err(match e.status() {
+                StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(e.body_text()),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(e.body_text()),
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(e.body_text()),
+                _ => ApiError::BadRequest(e.body_text()),
+            }),
         }
     }
 }
@@ -147,4 +154,54 @@ pub fn router(state: AppState) -> Router {
                 tracing::info_span!("request", method = %req.method(), route, user = tracing::field::Empty)
             }),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use axum::body::Body;
+    use axum::extract::DefaultBodyLimit;
+    use axum::http::{header, Request, StatusCode};
+    use axum::routing::post;
+    use tower::Service;
+
+    use super::JsonBody;
+
+    /// A JSON body's rejection keeps axum's status: 415, 413, 400, 422.
+    #[tokio::test]
+    async fn json_body_rejections_keep_their_status_as_problem_json() {
+        let mut app = axum::Router::new()
+            .route(
+                "/",
+                post(|JsonBody(_): JsonBody<serde_json::Value>| async { "ok" }),
+            )
+            .layer(DefaultBodyLimit::max(16))
+            .into_service::<Body>();
+        let cases = [
+            (None, "{}", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            (Some("text/plain"), "{}", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            (
+                Some("application/json"),
+                r#"{"a": "0123456789"}"#,
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+            (Some("application/json"), "{", StatusCode::BAD_REQUEST),
+            (Some("application/json"), "{}", StatusCode::OK),
+        ];
+        for (content_type, body, status) in cases {
+            let mut req = Request::post("/");
+            if let Some(ct) = content_type {
+                req = req.header(header::CONTENT_TYPE, ct);
+            }
+            let resp = app.call(req.body(Body::from(body)).unwrap()).await.unwrap();
+            assert_eq!(resp.status(), status, "{content_type:?} {body}");
+            if status != StatusCode::OK {
+                assert_eq!(
+                    resp.headers()[header::CONTENT_TYPE],
+                    "application/problem+json"
+                );
+            }
+        }
+    }
 }

@@ -3,6 +3,8 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::problems;
+
 struct Bearer;
 
 impl Modify for Bearer {
@@ -23,7 +25,7 @@ impl Modify for Bearer {
         super::users::create, super::console::me,
         super::subjects::create, super::subjects::show, super::subjects::list,
         super::devices::create, super::devices::reassign,
-        super::pings::post_pings, super::pings::osmand,
+        super::pings::post_pings, super::pings::osmand, super::pings::osmand_post,
         super::zones::create, super::zones::list, super::zones::remove, super::zones::create_absence, super::zones::boroughs,
         super::alerts::list, super::alerts::show, super::alerts::acknowledge, super::alerts::close, super::alerts::stream,
         super::queries::location_at_time_query, super::queries::crime_scene, super::queries::crime_match,
@@ -31,7 +33,14 @@ impl Modify for Bearer {
         super::audit::list, super::audit::verify,
         super::ops::healthz, super::ops::readyz, super::ops::metrics, super::ops::openapi,
     ),
-    components(schemas(crate::error::Problem, crate::model::Role, crate::model::FixSource))
+    components(
+        schemas(crate::error::Problem, crate::model::Role, crate::model::FixSource, crate::model::PingIn),
+        responses(
+            problems::BadRequest, problems::Unauthorized, problems::Forbidden, problems::NotFound,
+            problems::Conflict, problems::PayloadTooLarge, problems::UnsupportedMediaType,
+            problems::Unprocessable, problems::TooManyRequests, problems::Unavailable,
+        ),
+    )
 )]
 struct ApiDoc;
 

@@ -4,14 +4,15 @@
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::auth::Principal;
-use super::AppState;
+use super::{problems, AppState};
 use crate::error::ApiError;
 use crate::model::Role;
 
@@ -23,16 +24,29 @@ pub fn router() -> Router<AppState> {
         .route("/openapi.json", get(openapi))
 }
 
+/// `/healthz` and `/readyz` bodies.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` (healthz) or `ready` (readyz).
+    pub status: &'static str,
+    /// The store's backend (readyz): `sqlite` or `postgres`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<&'static str>,
+}
+
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "up")))]
-async fn healthz() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        store: None,
+    })
 }
 
 /// The store answers and the engine has loaded its state.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "ready"), (status = 503, body = crate::error::Problem)))]
-async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    responses((status = 200, body = Health), (status = 503, response = problems::Unavailable)))]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     if !state.ready.load(Ordering::Acquire) {
         return Err(ApiError::Unavailable { retry_after_s: 1 });
     }
@@ -41,32 +55,50 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
         .ping()
         .await
         .map_err(|_| ApiError::Unavailable { retry_after_s: 2 })?;
-    Ok(Json(
-        json!({"status": "ready", "store": state.store.backend()}),
-    ))
+    Ok(Json(Health {
+        status: "ready",
+        store: Some(state.store.backend()),
+    }))
 }
 
-/// Prometheus text exposition (admin token).
+/// OpenMetrics' media type, served when the scraper asks for it (Prometheus does).
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Prometheus' classic text format's media type, for every other client; the OpenMetrics
+/// text exposition parses as it.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Prometheus metrics in the OpenMetrics text format (admin token): as
+/// `application/openmetrics-text` when the `Accept` header asks for it, else `text/plain`.
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(("bearer" = [])),
-    responses((status = 200, description = "Prometheus text"), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem)))]
+    responses((status = 200, description = "OpenMetrics text exposition",
+               content((String = "text/plain"), (String = "application/openmetrics-text"))),
+              problems::Restricted))]
 async fn metrics(
     State(state): State<AppState>,
     caller: Principal,
+    headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(&[Role::Admin])?;
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        OPENMETRICS
+    } else {
+        PROMETHEUS_TEXT
+    };
     Ok((
         StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, content_type)],
         state.metrics.render(),
     ))
 }
 
 /// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3 document")))]
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
 async fn openapi() -> impl IntoResponse {
     Json(super::openapi::document())
 }

@@ -16,7 +16,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::auth::{self, Principal};
-use super::AppState;
+use super::{problems, AppState};
 use crate::error::ApiError;
 use crate::ingest::parse::{self, Item};
 use crate::model::fix::{pack_flags, TimeLimits};
@@ -26,9 +26,43 @@ use crate::store::FixRow;
 pub fn router(max_body_bytes: usize) -> Router<AppState> {
     Router::new()
         .route("/v1/pings", post(post_pings))
-        .route("/osmand", get(osmand).post(osmand))
+        .route("/osmand", get(osmand).post(osmand_post))
         // the handler maps the limit's rejection to a problem+json 413 itself
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+}
+
+/// The query parameters of `/osmand` (documentation: the handler reads them as a map, so
+/// that the form body can add to them).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct OsmandQuery {
+    /// Device id (`deviceid` is taken too).
+    #[param(pattern = r"^[A-Za-z0-9._-]{1,64}$", example = "TAG-000001")]
+    id: String,
+    #[param(minimum = -90.0, maximum = 90.0)]
+    lat: f64,
+    #[param(minimum = -180.0, maximum = 180.0)]
+    lon: f64,
+    /// Unix seconds, unix milliseconds or RFC 3339; default: now.
+    timestamp: Option<String>,
+    /// Accuracy, metres.
+    #[param(minimum = 0.0)]
+    accuracy: Option<f64>,
+    /// Horizontal dilution of precision (accuracy ≈ 5 × hdop when `accuracy` is absent).
+    #[param(minimum = 0.0)]
+    hdop: Option<f64>,
+    /// Battery, percent.
+    #[param(minimum = 0.0, maximum = 100.0)]
+    batt: Option<f64>,
+    /// Speed, knots.
+    #[param(minimum = 0.0)]
+    speed: Option<f64>,
+    /// Degrees from north.
+    #[param(minimum = 0.0, maximum = 360.0)]
+    bearing: Option<f64>,
+    /// The device token, when not sent as a bearer header.
+    token: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -129,12 +163,22 @@ fn too_large(e: BytesRejection) -> ApiError {
 }
 
 /// Posts a batch of pings: a JSON array, or NDJSON with `Content-Type: application/x-ndjson`.
-#[utoipa::path(post, path = "/v1/pings", tag = "ingest", request_body(content = Vec<crate::model::PingIn>),
+///
+/// The body is refused whole (400) only when it is not a JSON array (NDJSON: has no parseable
+/// line), 413 past `--max-body-bytes` or `--max-batch` items. Each item is meant to be a
+/// `PingIn`; one that is not (wrong shape or types, out of range, unknown or forbidden
+/// device, `ts` outside the accepted window) is listed in `rejected` and the rest stored, so
+/// the items' schema here is open.
+#[utoipa::path(post, path = "/v1/pings", tag = "ingest",
+    request_body(description = "pings (`PingIn`), as a JSON array or NDJSON", content(
+        (Vec<serde_json::Value> = "application/json", example = json!([{"device_id": "TAG-000001",
+            "ts": "2026-11-23T18:00:00Z", "lat": 51.5392, "lon": -0.1426, "accuracy_m": 8.0, "fix": "gps",
+            "battery_pct": 76.0}])),
+        (String = "application/x-ndjson")
+    )),
     security(("bearer" = [])),
-    responses((status = 200, body = IngestResult), (status = 400, body = crate::error::Problem),
-              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem),
-              (status = 413, body = crate::error::Problem), (status = 429, body = crate::error::Problem),
-              (status = 503, body = crate::error::Problem)))]
+    responses((status = 200, body = IngestResult), problems::Restricted,
+              (status = 400, response = problems::BadRequest), (status = 413, response = problems::PayloadTooLarge)))]
 #[tracing::instrument(skip_all, fields(items))]
 async fn post_pings(
     State(state): State<AppState>,
@@ -168,14 +212,17 @@ async fn post_pings(
 }
 
 /// OsmAnd / Traccar Client protocol: one fix per request, parameters in the query string (or
-/// a form body); the device's token as `token=` or a bearer header.
-#[utoipa::path(get, path = "/osmand", tag = "ingest",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "optional: the same parameters as a form"),
-    params(("id" = String, Query, description = "device id"), ("lat" = f64, Query), ("lon" = f64, Query),
-           ("timestamp" = String, Query, description = "unix s, unix ms or RFC 3339"),
-           ("token" = Option<String>, Query, description = "device token (or bearer header)")),
-    responses((status = 200, description = "stored (or a duplicate)"), (status = 400, body = crate::error::Problem),
-              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem)))]
+/// a form body, whose values win); the device's token as `token=` or a bearer header.
+///
+/// A fix refused for any reason (a missing or unparseable parameter, out of range, `timestamp`
+/// outside the accepted window, unknown device) is 400: stock clients only tell 200 from
+/// anything else.
+#[utoipa::path(get, path = "/osmand", tag = "ingest", params(OsmandQuery),
+    request_body(content = Object, content_type = "application/x-www-form-urlencoded",
+                 description = "optional: the same parameters as a form"),
+    security((), ("bearer" = [])),
+    responses((status = 200, description = "stored (or a duplicate)"), problems::Restricted,
+              (status = 400, response = problems::BadRequest), (status = 413, response = problems::PayloadTooLarge)))]
 #[tracing::instrument(skip_all)]
 async fn osmand(
     State(state): State<AppState>,
@@ -211,4 +258,20 @@ async fn osmand(
         Some(r) => Err(ApiError::BadRequest(r.error)),
         None => Ok(StatusCode::OK),
     }
+}
+
+/// `/osmand` by POST (Traccar Client's default), the same as by GET.
+#[utoipa::path(post, path = "/osmand", tag = "ingest", params(OsmandQuery),
+    request_body(content = Object, content_type = "application/x-www-form-urlencoded",
+                 description = "optional: the same parameters as a form"),
+    security((), ("bearer" = [])),
+    responses((status = 200, description = "stored (or a duplicate)"), problems::Restricted,
+              (status = 400, response = problems::BadRequest), (status = 413, response = problems::PayloadTooLarge)))]
+async fn osmand_post(
+    state: State<AppState>,
+    params: Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    osmand(state, params, headers, body).await
 }

@@ -21,7 +21,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Principal;
-use super::{AppState, JsonBody};
+use super::{problems, AppState, JsonBody};
 use crate::audit::chain::AuditDraft;
 use crate::error::ApiError;
 use crate::geodesy::LatLon;
@@ -41,6 +41,16 @@ pub const MAX_WINDOW_S: i64 = 31 * 86_400;
 pub const MAX_CRIMES: usize = 1_000;
 /// Longest justification field, characters.
 const MAX_JUSTIFICATION_CHARS: usize = 4_000;
+// The schemas below state these limits as literals (utoipa takes only literals).
+const _: () = assert!(
+    MAX_COVER_RADIUS_M == 10_000.0,
+    "update `maximum` of radius_m below"
+);
+const _: () = assert!(MAX_CRIMES == 1_000, "update `max_items` of crimes below");
+const _: () = assert!(
+    MAX_JUSTIFICATION_CHARS == 4_000,
+    "update `max_length` below"
+);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -49,11 +59,16 @@ pub fn router() -> Router<AppState> {
         .route("/v1/queries/crime-match", post(crime_match))
 }
 
-/// Why the caller may look: all three fields non-empty (SPEC §2).
+/// Why the caller may look: all three fields non-blank, at most 4000 characters (SPEC §2).
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[schema(example = json!({"crime_ref": "CAD-2026-11-0042", "legal_basis": "s.19 PACE 1984",
+    "reason": "burglary investigation"}))]
 pub struct Justification {
+    #[schema(min_length = 1, max_length = 4000, pattern = r"\S")]
     pub crime_ref: String,
+    #[schema(min_length = 1, max_length = 4000, pattern = r"\S")]
     pub legal_basis: String,
+    #[schema(min_length = 1, max_length = 4000, pattern = r"\S")]
     pub reason: String,
 }
 
@@ -61,25 +76,29 @@ impl Justification {
     /// 422 unless every field has non-blank text of a sane length.
     pub fn validate(&self) -> Result<serde_json::Value, ApiError> {
         for (name, v) in [
-            ("crime_ref", &self.crime_ref),
-            ("legal_basis", &self.legal_basis),
-            ("reason", &self.reason),
+            ("justification.crime_ref", &self.crime_ref),
+            ("justification.legal_basis", &self.legal_basis),
+            ("justification.reason", &self.reason),
         ] {
-            if v.trim().is_empty() {
-                return Err(ApiError::Unprocessable(format!(
-                    "justification.{name} must not be empty"
-                )));
-            }
-            if v.chars().count() > MAX_JUSTIFICATION_CHARS {
-                return Err(ApiError::Unprocessable(format!(
-                    "justification.{name} is longer than {MAX_JUSTIFICATION_CHARS} characters"
-                )));
-            }
+            check_text(name, v)?;
         }
         Ok(
             json!({"crime_ref": self.crime_ref, "legal_basis": self.legal_basis, "reason": self.reason}),
         )
     }
+}
+
+/// 422 unless `v` has non-blank text of at most [`MAX_JUSTIFICATION_CHARS`].
+fn check_text(name: &str, v: &str) -> Result<(), ApiError> {
+    if v.trim().is_empty() {
+        return Err(ApiError::Unprocessable(format!("{name} must not be empty")));
+    }
+    if v.chars().count() > MAX_JUSTIFICATION_CHARS {
+        return Err(ApiError::Unprocessable(format!(
+            "{name} is longer than {MAX_JUSTIFICATION_CHARS} characters"
+        )));
+    }
+    Ok(())
 }
 
 /// Parses an RFC 3339 field or answers 422 naming it.
@@ -157,8 +176,10 @@ fn query_fix(f: &QFix, devices: &HashMap<i64, String>) -> QueryFix {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LocationAtTimeIn {
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$", example = "GTO-00017")]
     pub subject_id: String,
     /// RFC 3339 instant.
+    #[schema(format = DateTime)]
     pub at: String,
     pub justification: Justification,
 }
@@ -186,9 +207,8 @@ pub struct LocationAtTimeOut {
 /// Where was a subject at an instant (SPEC §4).
 #[utoipa::path(post, path = "/v1/queries/location-at-time", tag = "queries", request_body = LocationAtTimeIn,
     security(("bearer" = [])),
-    responses((status = 200, body = LocationAtTimeOut), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = LocationAtTimeOut), problems::Restricted, problems::JsonBody,
+              (status = 404, response = problems::NotFound)))]
 #[tracing::instrument(skip_all, fields(audit_id = tracing::field::Empty))]
 async fn location_at_time_query(
     State(state): State<AppState>,
@@ -258,12 +278,19 @@ async fn location_at_time_query(
 
 // ---------------------------------------------------------------- crime-scene
 
+/// A crime scene: `from` not after `to`, at most 31 days apart (else 422).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CrimeSceneIn {
+    #[schema(minimum = -90.0, maximum = 90.0, example = 51.5392)]
     pub lat: f64,
+    #[schema(minimum = -180.0, maximum = 180.0, example = -0.1426)]
     pub lon: f64,
+    /// Metres, at most 10 km.
+    #[schema(exclusive_minimum = 0.0, maximum = 10000.0, example = 500.0)]
     pub radius_m: f64,
+    #[schema(format = DateTime)]
     pub from: String,
+    #[schema(format = DateTime)]
     pub to: String,
     pub justification: Justification,
 }
@@ -414,8 +441,7 @@ fn scene_parameters(s: &SceneQuery) -> serde_json::Value {
 /// Which tagged subjects came near a point during a window (SPEC §4).
 #[utoipa::path(post, path = "/v1/queries/crime-scene", tag = "queries", request_body = CrimeSceneIn,
     security(("bearer" = [])),
-    responses((status = 200, body = CrimeSceneOut), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = CrimeSceneOut), problems::Restricted, problems::JsonBody))]
 #[tracing::instrument(skip_all, fields(audit_id = tracing::field::Empty, matches = tracing::field::Empty))]
 async fn crime_scene(
     State(state): State<AppState>,
@@ -450,32 +476,68 @@ async fn crime_scene(
 
 // ---------------------------------------------------------------- crime-match
 
+/// One crime: `from` not after `to`, at most 31 days apart (else 422).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CrimeIn {
+    /// Not blank.
     #[serde(rename = "ref")]
+    #[schema(min_length = 1, pattern = r"\S")]
     pub crime_ref: String,
+    #[schema(minimum = -90.0, maximum = 90.0)]
     pub lat: f64,
+    #[schema(minimum = -180.0, maximum = 180.0)]
     pub lon: f64,
+    #[schema(format = DateTime)]
     pub from: String,
+    #[schema(format = DateTime)]
     pub to: String,
     pub category: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CrimeMatchIn {
+    #[schema(max_items = 1000)]
     pub crimes: Vec<CrimeIn>,
+    /// Metres, at most 10 km.
+    #[schema(exclusive_minimum = 0.0, maximum = 10000.0)]
     pub radius_m: f64,
     pub justification: Justification,
 }
 
-/// Query parameters of the `text/csv` form.
+/// Query parameters of the `text/csv` form, all required with it (else 422); ignored with a
+/// JSON body.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CrimeCsvParams {
+    /// Metres, at most 10 km.
+    #[param(exclusive_minimum = 0.0, maximum = 10000.0)]
     pub radius_m: Option<f64>,
+    #[param(min_length = 1, max_length = 4000, pattern = r"\S")]
     pub crime_ref: Option<String>,
+    #[param(min_length = 1, max_length = 4000, pattern = r"\S")]
     pub legal_basis: Option<String>,
+    #[param(min_length = 1, max_length = 4000, pattern = r"\S")]
     pub reason: Option<String>,
+}
+
+impl CrimeCsvParams {
+    /// 422 if a parameter is given but invalid, whatever the body: a JSON body does not use
+    /// them, but a client that sends them wrong has made a mistake worth telling.
+    fn check_given(&self) -> Result<(), ApiError> {
+        if let Some(r) = self.radius_m {
+            check_radius(r)?;
+        }
+        for (name, v) in [
+            ("crime_ref", &self.crime_ref),
+            ("legal_basis", &self.legal_basis),
+            ("reason", &self.reason),
+        ] {
+            if let Some(v) = v {
+                check_text(name, v)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -520,9 +582,8 @@ struct Crime {
         (String = "text/csv")
     )),
     security(("bearer" = [])),
-    responses((status = 200, body = CrimeMatchOut), (status = 400, body = crate::error::Problem),
-              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = CrimeMatchOut), problems::Restricted, problems::Params,
+              (status = 413, response = problems::PayloadTooLarge)))]
 #[tracing::instrument(skip_all, fields(crimes = tracing::field::Empty))]
 async fn crime_match(
     State(state): State<AppState>,
@@ -532,6 +593,7 @@ async fn crime_match(
     body: Bytes,
 ) -> Result<Json<CrimeMatchOut>, ApiError> {
     caller.require(&[Role::Analyst])?;
+    params.check_given()?;
     let is_csv = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -590,6 +652,8 @@ fn json_crimes(body: &[u8]) -> Result<Batch, ApiError> {
         _ => ApiError::BadRequest(format!("the body is not valid JSON: {e}")),
     })?;
     let justification = input.justification.validate()?;
+    // checked here too, not only per crime: an empty batch must not pass with any radius
+    check_radius(input.radius_m)?;
     let mut crimes = Vec::with_capacity(input.crimes.len());
     for (i, c) in input.crimes.into_iter().enumerate() {
         if c.crime_ref.trim().is_empty() {

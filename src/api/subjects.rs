@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Principal;
-use super::{AppState, JsonBody, List};
+use super::{problems, AppState, JsonBody, List};
 use crate::error::ApiError;
 use crate::model::{time, Role, SubjectId};
 use crate::store::{NewSubject, SubjectRow};
@@ -23,12 +23,16 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SubjectIn {
+    /// The programme's reference: 1–64 characters of `A-Z a-z 0-9 . _ -`.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$", example = "GTO-00018")]
     pub id: String,
     pub display_name: Option<String>,
     pub borough: Option<String>,
-    /// The officer (user id) whose caseload this subject is on.
+    /// The officer (user id of role `officer`, else 422) whose caseload this subject is on.
+    #[serde(default, deserialize_with = "super::integer::optional")]
     pub officer_id: Option<i64>,
-    /// IANA time zone; default `Europe/London`.
+    /// IANA time zone (else 422); default `Europe/London`.
+    #[schema(example = "Europe/London")]
     pub timezone: Option<String>,
 }
 
@@ -56,11 +60,10 @@ impl From<SubjectRow> for Subject {
 }
 
 /// Creates a subject.
-#[utoipa::path(post, path = "/v1/subjects", tag = "administration", request_body = SubjectIn,
+#[utoipa::path(post, path = "/v1/subjects", operation_id = "create_subject", tag = "administration", request_body = SubjectIn,
     security(("bearer" = [])),
-    responses((status = 201, body = Subject), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem), (status = 409, body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem)))]
+    responses((status = 201, body = Subject), problems::Restricted, problems::JsonBody,
+              (status = 409, response = problems::Conflict)))]
 #[tracing::instrument(skip_all)]
 async fn create(
     State(state): State<AppState>,
@@ -122,10 +125,9 @@ pub async fn visible_subject(
 }
 
 /// One subject (admin, or the officer whose caseload it is on).
-#[utoipa::path(get, path = "/v1/subjects/{id}", tag = "administration",
-    params(("id" = String, Path, description = "subject id")), security(("bearer" = [])),
-    responses((status = 200, body = Subject), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
+#[utoipa::path(get, path = "/v1/subjects/{id}", operation_id = "show_subject", tag = "administration",
+    params(("id" = String, Path, description = "subject id", example = "GTO-00017")), security(("bearer" = [])),
+    responses((status = 200, body = Subject), problems::Restricted, (status = 404, response = problems::NotFound)))]
 #[tracing::instrument(skip_all)]
 async fn show(
     State(state): State<AppState>,
@@ -136,9 +138,8 @@ async fn show(
 }
 
 /// The subjects the caller may see (admin: all; officer: their caseload).
-#[utoipa::path(get, path = "/v1/subjects", tag = "administration", security(("bearer" = [])),
-    responses((status = 200, body = List<Subject>), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem)))]
+#[utoipa::path(get, path = "/v1/subjects", operation_id = "list_subjects", tag = "administration", security(("bearer" = [])),
+    responses((status = 200, body = List<Subject>), problems::Restricted))]
 #[tracing::instrument(skip_all)]
 async fn list(
     State(state): State<AppState>,

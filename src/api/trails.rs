@@ -10,6 +10,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use axum::extract::{Path, Query, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -19,7 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Principal;
 use super::queries::{draft, parse_time};
 use super::subjects::visible_subject;
-use super::AppState;
+use super::{problems, AppState};
 use crate::error::ApiError;
 use crate::model::fix::unpack_flags;
 use crate::model::{time, FixSource};
@@ -36,14 +38,28 @@ pub fn router() -> Router<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct TrailQuery {
     /// RFC 3339; default: the beginning.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// RFC 3339; default: the end.
+    #[param(format = DateTime)]
     pub to: Option<String>,
-    /// Default 100, at most 1000.
+    /// Default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// The previous page's `next_cursor`.
+    #[param(pattern = r"^-?[0-9]{1,18}_-?[0-9]{1,18}$")]
     pub cursor: Option<String>,
-    /// `geojson` for a FeatureCollection (one LineString plus the points).
+    /// `geojson` for a FeatureCollection (one LineString plus the points); default `json`.
+    #[param(schema_with = format_schema)]
     pub format: Option<String>,
+}
+
+/// `TrailQuery::format` in the OpenAPI document.
+fn format_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["json", "geojson"]))
+        .build()
 }
 
 /// One fix of a trail.
@@ -66,6 +82,21 @@ pub struct TrailFix {
 pub struct Trail {
     pub subject_id: String,
     pub items: Vec<TrailFix>,
+    pub next_cursor: Option<String>,
+}
+
+/// A trail page as GeoJSON (`format=geojson`, served as `application/geo+json`): one
+/// LineString through the positioned fixes in order, then one Point per positioned fix with
+/// its other fields as properties; `subject_id` and `next_cursor` as foreign members.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrailFeatureCollection {
+    /// `FeatureCollection`
+    #[serde(rename = "type")]
+    #[schema(rename = "type")]
+    pub kind: &'static str,
+    #[schema(value_type = Vec<Object>)]
+    pub features: Vec<serde_json::Value>,
+    pub subject_id: String,
     pub next_cursor: Option<String>,
 }
 
@@ -93,17 +124,17 @@ fn parse_cursor(c: &str) -> Option<(i64, i64)> {
 
 /// A subject's fixes in time order; audited.
 #[utoipa::path(get, path = "/v1/subjects/{id}/trail", tag = "trails",
-    params(("id" = String, Path, description = "subject id"), TrailQuery), security(("bearer" = [])),
-    responses((status = 200, body = Trail, description = "the page, or a GeoJSON FeatureCollection with format=geojson"),
-              (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem),
-              (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+    params(("id" = String, Path, description = "subject id", example = "GTO-00017"), TrailQuery), security(("bearer" = [])),
+    responses((status = 200, description = "the page; with `format=geojson` as GeoJSON",
+               content((Trail = "application/json"), (TrailFeatureCollection = "application/geo+json"))),
+              problems::Restricted, problems::Params, (status = 404, response = problems::NotFound)))]
 #[tracing::instrument(skip_all, fields(audit_id = tracing::field::Empty))]
 async fn trail(
     State(state): State<AppState>,
     caller: Principal,
     Path(id): Path<String>,
     Query(q): Query<TrailQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let subject = visible_subject(&state, &caller, &id).await?;
     let from = q
         .from
@@ -178,22 +209,23 @@ async fn trail(
 
     let items: Vec<TrailFix> = rows.iter().map(|r| trail_fix(r, &devices)).collect();
     if geojson {
-        return Ok(Json(feature_collection(&subject.id, &items, next_cursor)));
+        let fc = feature_collection(&subject.id, &items, next_cursor);
+        return Ok(([(CONTENT_TYPE, "application/geo+json")], Json(fc)).into_response());
     }
-    Ok(Json(json!(Trail {
+    Ok(Json(Trail {
         subject_id: subject.id,
         items,
         next_cursor,
-    })))
+    })
+    .into_response())
 }
 
-/// One LineString through the positioned fixes in order, then one Point per positioned fix
-/// with its other fields as properties; `next_cursor` as a foreign member.
+/// The page as a [`TrailFeatureCollection`].
 fn feature_collection(
     subject_id: &str,
     items: &[TrailFix],
     next_cursor: Option<String>,
-) -> serde_json::Value {
+) -> TrailFeatureCollection {
     let positioned: Vec<(&TrailFix, f64, f64)> = items
         .iter()
         .filter_map(|f| Some((f, f.lon?, f.lat?)))
@@ -214,5 +246,10 @@ fn feature_collection(
             },
         })
     }));
-    json!({"type": "FeatureCollection", "features": features, "subject_id": subject_id, "next_cursor": next_cursor})
+    TrailFeatureCollection {
+        kind: "FeatureCollection",
+        features,
+        subject_id: subject_id.to_owned(),
+        next_cursor,
+    }
 }

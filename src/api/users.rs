@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Principal;
-use super::{AppState, JsonBody};
+use super::{problems, AppState, JsonBody};
 use crate::error::ApiError;
 use crate::model::Role;
 
@@ -18,9 +18,18 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewUser {
+    /// 1–200 characters, not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S",
+        example = "Officer Jane Doe"
+    )]
     pub name: String,
     pub role: Role,
-    /// For role `device`: bind the token to this tag. Without it a device user is a gateway.
+    /// For role `device` only: bind the token to this registered tag. Without it a device
+    /// user is a gateway.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub device_id: Option<String>,
 }
 
@@ -35,10 +44,9 @@ pub struct CreatedUser {
 }
 
 /// Creates a user and returns its token once.
-#[utoipa::path(post, path = "/v1/users", tag = "administration", request_body = NewUser,
+#[utoipa::path(post, path = "/v1/users", operation_id = "create_user", tag = "administration", request_body = NewUser,
     security(("bearer" = [])),
-    responses((status = 201, body = CreatedUser), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+    responses((status = 201, body = CreatedUser), problems::Restricted, problems::JsonBody))]
 #[tracing::instrument(skip_all)]
 async fn create(
     State(state): State<AppState>,
@@ -58,12 +66,13 @@ pub async fn create_user(
     role: Role,
     device_id: Option<&str>,
 ) -> Result<CreatedUser, ApiError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
+    // the length is the name as given (as the schema counts it), stored trimmed
+    if name.chars().count() > 200 || name.trim().is_empty() {
         return Err(ApiError::Unprocessable(
             "name must be 1–200 characters".into(),
         ));
     }
+    let name = name.trim();
     let device_pk = match (role, device_id) {
         (_, None) => None,
         (Role::Device, Some(id)) => Some(

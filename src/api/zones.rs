@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use super::auth::Principal;
 use super::queries::draft;
 use super::subjects::visible_subject;
-use super::{AppState, JsonBody, List};
+use super::{problems, AppState, JsonBody, List};
 use crate::error::ApiError;
 use crate::model::geometry::GeometryInput;
 use crate::model::schedule::Schedule;
@@ -30,10 +30,19 @@ pub fn router() -> Router<AppState> {
         .route("/v1/geodata/boroughs", get(boroughs))
 }
 
+/// A zone or curfew. Rules a schema cannot state are answered 422 with the reason: invalid
+/// geometry (unclosed ring, fewer than 4 positions, self-intersection, out-of-range
+/// coordinates, radius ≤ 0, unknown borough), an invalid schedule, `valid_to` not after
+/// `valid_from`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"kind": "exclusion", "name": "Camden Town station",
+    "geometry": {"type": "Circle", "center": [-0.1426, 51.5392], "radius_m": 150.0}, "grace_s": 60}))]
 pub struct ZoneIn {
-    /// `exclusion` or `inclusion` (an inclusion zone with a schedule is a curfew).
+    /// An inclusion zone with a schedule is a curfew.
+    #[schema(schema_with = kind_schema)]
     pub kind: String,
+    /// 1–200 characters, not blank.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
     /// GeoJSON Polygon / MultiPolygon (lon/lat), `{"type":"Circle","center":[lon,lat],"radius_m":R}`
     /// or `{"type":"Borough","name":"Camden"}`.
@@ -42,9 +51,23 @@ pub struct ZoneIn {
     /// `{"timezone": "...", "windows": [{"days": ["mon"], "start": "19:00", "end": "07:00"}]}`; null = always.
     #[schema(value_type = Option<Object>)]
     pub schedule: Option<serde_json::Value>,
+    /// Seconds a breach must last before it raises an alert; default 0.
+    #[schema(minimum = 0, maximum = 86400)]
+    #[serde(default, deserialize_with = "super::integer::optional")]
     pub grace_s: Option<i64>,
+    /// Default: now.
+    #[schema(format = DateTime)]
     pub valid_from: Option<String>,
+    #[schema(format = DateTime)]
     pub valid_to: Option<String>,
+}
+
+/// `ZoneIn::kind` in the OpenAPI document.
+fn kind_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["exclusion", "inclusion"]))
+        .build()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -88,11 +111,10 @@ fn parse_time(name: &str, v: &Option<String>) -> Result<Option<Micros>, ApiError
 }
 
 /// Adds a zone (or curfew) to a subject.
-#[utoipa::path(post, path = "/v1/subjects/{id}/zones", tag = "zones", request_body = ZoneIn,
-    params(("id" = String, Path, description = "subject id")), security(("bearer" = [])),
-    responses((status = 201, body = Zone), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem)))]
+#[utoipa::path(post, path = "/v1/subjects/{id}/zones", operation_id = "create_zone", tag = "zones", request_body = ZoneIn,
+    params(("id" = String, Path, description = "subject id", example = "GTO-00017")), security(("bearer" = [])),
+    responses((status = 201, body = Zone), problems::Restricted, problems::JsonBody,
+              (status = 404, response = problems::NotFound)))]
 #[tracing::instrument(skip_all)]
 async fn create(
     State(state): State<AppState>,
@@ -106,8 +128,9 @@ async fn create(
             "kind must be exclusion or inclusion".into(),
         ));
     }
+    // the length is the name as given (as the schema counts it), stored trimmed
     let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
+    if name.is_empty() || body.name.chars().count() > 200 {
         return Err(ApiError::Unprocessable(
             "name must be 1–200 characters".into(),
         ));
@@ -168,10 +191,9 @@ async fn create(
 }
 
 /// A subject's zones, ended ones included (with `valid_to`).
-#[utoipa::path(get, path = "/v1/subjects/{id}/zones", tag = "zones",
-    params(("id" = String, Path, description = "subject id")), security(("bearer" = [])),
-    responses((status = 200, body = List<Zone>), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
+#[utoipa::path(get, path = "/v1/subjects/{id}/zones", operation_id = "list_zones", tag = "zones",
+    params(("id" = String, Path, description = "subject id", example = "GTO-00017")), security(("bearer" = [])),
+    responses((status = 200, body = List<Zone>), problems::Restricted, (status = 404, response = problems::NotFound)))]
 #[tracing::instrument(skip_all)]
 async fn list(
     State(state): State<AppState>,
@@ -195,10 +217,10 @@ async fn list(
 }
 
 /// Ends a zone's validity now; its history stays.
-#[utoipa::path(delete, path = "/v1/zones/{zid}", tag = "zones",
-    params(("zid" = i64, Path, description = "zone id")), security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
+#[utoipa::path(delete, path = "/v1/zones/{zid}", operation_id = "end_zone", tag = "zones",
+    params(("zid" = i64, Path, description = "zone id", example = 1)), security(("bearer" = [])),
+    responses((status = 204, description = "ended"), problems::Restricted,
+              (status = 400, response = problems::BadRequest), (status = 404, response = problems::NotFound)))]
 #[tracing::instrument(skip_all)]
 async fn remove(
     State(state): State<AppState>,
@@ -232,10 +254,16 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// An authorised absence; `to` must be after `from` (else 422).
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"from": "2026-12-01T09:00:00Z", "to": "2026-12-01T13:00:00Z", "reason": "hospital appointment"}))]
 pub struct AbsenceIn {
+    #[schema(format = DateTime)]
     pub from: String,
+    #[schema(format = DateTime)]
     pub to: String,
+    /// Not blank.
+    #[schema(min_length = 1, pattern = r"\S")]
     pub reason: String,
 }
 
@@ -250,10 +278,9 @@ pub struct Absence {
 
 /// Records an authorised absence: curfew rules raise nothing while it covers the time.
 #[utoipa::path(post, path = "/v1/subjects/{id}/absences", tag = "zones", request_body = AbsenceIn,
-    params(("id" = String, Path, description = "subject id")), security(("bearer" = [])),
-    responses((status = 201, body = Absence), (status = 401, body = crate::error::Problem),
-              (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
-              (status = 422, body = crate::error::Problem)))]
+    params(("id" = String, Path, description = "subject id", example = "GTO-00017")), security(("bearer" = [])),
+    responses((status = 201, body = Absence), problems::Restricted, problems::JsonBody,
+              (status = 404, response = problems::NotFound)))]
 #[tracing::instrument(skip_all)]
 async fn create_absence(
     State(state): State<AppState>,
@@ -300,7 +327,8 @@ async fn create_absence(
 
 /// London borough boundaries (GeoJSON FeatureCollection; `properties.name`), any user.
 #[utoipa::path(get, path = "/v1/geodata/boroughs", tag = "zones", security(("bearer" = [])),
-    responses((status = 200, description = "GeoJSON FeatureCollection"), (status = 401, body = crate::error::Problem)))]
+    responses((status = 200, description = "GeoJSON FeatureCollection", content_type = "application/geo+json", body = Object),
+              problems::Authenticated))]
 async fn boroughs(State(state): State<AppState>, _caller: Principal) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/geo+json")],
