@@ -419,7 +419,10 @@ async fn the_stream_pushes_alert_changes(backend: Backend) {
         (Some("opened"), Some("exclusion_breach"))
     );
     assert_eq!(
-        (v["alert"]["subject_id"].as_str(), v["alert"]["device_id"].as_str()),
+        (
+            v["alert"]["subject_id"].as_str(),
+            v["alert"]["device_id"].as_str()
+        ),
         (Some("GTO-1"), Some("TAG-1"))
     );
     // The event went out; within a further second the stranger's stream carries nothing

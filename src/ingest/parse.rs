@@ -176,11 +176,7 @@ mod tests {
             "9000000000000000",
         ] {
             p.insert("timestamp".into(), t.into());
-            assert_eq!(
-                osmand(&p).unwrap_err(),
-                "timestamp is out of range",
-                "{t}"
-            );
+            assert_eq!(osmand(&p).unwrap_err(), "timestamp is out of range", "{t}");
         }
         p.insert("timestamp".into(), "-1780000000000".into());
         assert_eq!(osmand(&p).unwrap().ts, "1913-08-06T03:33:20Z");
