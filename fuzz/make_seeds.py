@@ -3,8 +3,9 @@
 
 Seeds are real inputs: the JSON, query strings and CSV the tests, the simulator and the
 shipped data use (tests/fixtures/crime, geodata/crime, geodata/boundaries). Run from the
-repository root before a first `cargo fuzz run`; `cargo fuzz cmin` then keeps only the
-files that add coverage. Re-running it is harmless (same names, same bytes).
+repository root before a first `cargo fuzz run` on an empty corpus; the committed corpora
+already hold what of these seeds adds coverage. Re-running it is harmless (same names,
+same bytes).
 """
 
 import csv
