@@ -27,7 +27,7 @@ use tagwatch::audit::chain::AuditDraft;
 use tagwatch::geodesy::{LatLon, LocalFrame};
 use tagwatch::query::at_time::location_at_time;
 use tagwatch::query::cells::{fix_cell, scene_cover};
-use tagwatch::query::scene::{scene_matches_sparse, SceneBox, SceneQuery};
+use tagwatch::query::scene::SceneQuery;
 use tagwatch::query::{QFix, QueryConfig};
 use tagwatch::store::{FixRow, NewSubject, Store};
 
@@ -241,31 +241,11 @@ fn draft(action: &str) -> AuditDraft {
     }
 }
 
-fn qfix(r: &FixRow) -> Option<QFix> {
-    Some(QFix {
-        device: r.device_pk,
-        subject: r.subject_pk?,
-        ts_us: r.ts,
-        pos: LatLon::new(f64::from(r.lat_e7?) / 1e7, f64::from(r.lon_e7?) / 1e7),
-        accuracy_m: r.accuracy_m.map_or(0.0, f64::from),
-    })
-}
-
 /// The crime-scene path of `POST /v1/queries/crime-scene` after validation. Returns matches.
 async fn crime_scene(store: &Store, scene: &SceneQuery, cfg: &QueryConfig) -> usize {
     let cover = scene_cover(scene.center, scene.radius_m).unwrap();
     let mut tx = store.begin_lawful().await.unwrap();
-    let points = tx
-        .scene_points(
-            &cover,
-            scene.from_us,
-            scene.to_us,
-            cfg.max_gap_us(),
-            &SceneBox::around(scene),
-        )
-        .await
-        .unwrap();
-    let matches = scene_matches_sparse(&points, scene, cfg);
+    let matches = tx.scene_matches(&cover, scene, cfg).await.unwrap();
     let devices: Vec<i64> = matches.iter().map(|m| m.device).collect();
     let subjects: Vec<i64> = matches.iter().map(|m| m.subject).collect();
     tx.device_ids(&devices).await.unwrap();
@@ -284,7 +264,7 @@ async fn at_time(store: &Store, subject_pk: i64, at: i64, cfg: &QueryConfig) -> 
         .at_time_fixes(subject_pk, at, cfg.max_gap_us())
         .await
         .unwrap();
-    let fixes: Vec<QFix> = rows.iter().filter_map(qfix).collect();
+    let fixes: Vec<QFix> = rows.iter().filter_map(FixRow::qfix).collect();
     let est = location_at_time(&fixes, at, cfg);
     let pks: Vec<i64> = [est.before, est.after]
         .iter()

@@ -30,35 +30,15 @@ async fn loadgen_reports_acknowledged_fixes_and_alerts_from_the_stream(backend: 
 
     // What the stream showed is what the server stored: exclusion breaches, each on the
     // device's own (first) zone.
-    let alerts: serde_json::Value = app
-        .client
-        .get(format!(
-            "{}/v1/alerts?type=exclusion_breach&limit=500",
-            app.url
-        ))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, alerts) = app
+        .get(
+            "/v1/alerts?type=exclusion_breach&limit=500",
+            &app.admin_token,
+        )
+        .await;
     let items = alerts["items"].as_array().unwrap();
     assert!(items.len() as u64 >= report.alerts_seen.min(500));
-    let zones: serde_json::Value = app
-        .client
-        .get(format!("{}/v1/subjects/LG-S000000/zones", app.url))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let zones = zones
-        .as_array()
-        .or_else(|| zones["items"].as_array())
-        .unwrap();
+    let zones = zones_of_first_subject(&app).await;
     assert_eq!(zones.len(), 4);
     let own = zones
         .iter()
@@ -78,24 +58,18 @@ async fn loadgen_reports_acknowledged_fixes_and_alerts_from_the_stream(backend: 
     .await
     .unwrap();
     assert!(again.fixes_acknowledged > 0);
-    let zones: serde_json::Value = app
-        .client
-        .get(format!("{}/v1/subjects/LG-S000000/zones", app.url))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
+    assert_eq!(zones_of_first_subject(&app).await.len(), 4);
+}
+
+/// The zones of the fleet's first subject.
+async fn zones_of_first_subject(app: &common::TestApp) -> Vec<serde_json::Value> {
+    let (_, v) = app
+        .get("/v1/subjects/LG-S000000/zones", &app.admin_token)
+        .await;
+    v.as_array()
+        .or_else(|| v["items"].as_array())
+        .cloned()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        zones
-            .as_array()
-            .or_else(|| zones["items"].as_array())
-            .unwrap()
-            .len(),
-        4
-    );
 }
 
 on_both_stores!(loadgen_reports_acknowledged_fixes_and_alerts_from_the_stream);

@@ -1,6 +1,6 @@
 //! The crime-scene index, through the library's store API on both stores: for random
-//! scenes over random tracks, what the store's scene statement returns, matched by
-//! `scene_matches_sparse`, is exactly what `scene_matches` finds over every stored fix.
+//! scenes over random tracks, the store's answer (`LawfulTx::scene_matches`, as the API
+//! runs it) is exactly what `scene_matches` finds over every stored fix.
 //!
 //! The tracks are built to reach each part of the statement: walkers (short segments,
 //! found through fine cells), vehicles (long segments, found through the coarse index),
@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tagwatch::geodesy::{LatLon, LocalFrame};
 use tagwatch::query::cells::{fix_cell, scene_cover};
-use tagwatch::query::scene::{scene_matches, scene_matches_sparse, SceneBox, SceneQuery};
+use tagwatch::query::scene::{scene_matches, MatchMethod, SceneMatch, SceneQuery};
 use tagwatch::query::{QFix, QueryConfig};
 use tagwatch::store::{FixRow, NewSubject, Store};
 
@@ -25,14 +25,57 @@ const CENTRE: LatLon = LatLon::new(51.5074, -0.1278);
 const DEVICES: usize = 24;
 const MINUTES: i64 = 600;
 
-fn qfix(r: &FixRow) -> Option<QFix> {
-    Some(QFix {
-        device: r.device_pk,
-        subject: r.subject_pk?,
-        ts_us: r.ts,
-        pos: LatLon::new(f64::from(r.lat_e7?) / 1e7, f64::from(r.lon_e7?) / 1e7),
-        accuracy_m: r.accuracy_m.map_or(0.0, f64::from),
-    })
+/// A subject wearing a device, both numbered `i`: (subject pk, device pk).
+async fn wearer(store: &Store, i: usize) -> (i64, i64) {
+    let s = store
+        .create_subject(&NewSubject {
+            id: format!("S-{i}"),
+            display_name: None,
+            borough: None,
+            officer_id: None,
+            timezone: "Europe/London".into(),
+        })
+        .await
+        .unwrap();
+    let d = store
+        .create_device(&format!("D-{i}"), s.pk, T0)
+        .await
+        .unwrap();
+    (s.pk, d.pk)
+}
+
+/// A stored fix of `device` at `ts`, at `pos` if it has one.
+fn fix_row(
+    device_pk: i64,
+    subject_pk: Option<i64>,
+    ts: i64,
+    pos: Option<LatLon>,
+    accuracy_m: f32,
+) -> FixRow {
+    FixRow {
+        device_pk,
+        ts,
+        subject_pk,
+        lat_e7: pos.map(|p| (p.lat * 1e7).round() as i32),
+        lon_e7: pos.map(|p| (p.lon * 1e7).round() as i32),
+        accuracy_m: Some(accuracy_m),
+        source: i16::from(pos.is_some()),
+        speed_mps: None,
+        heading_deg: None,
+        battery_pct: None,
+        flags: 0,
+        received_at: ts,
+        cell: pos.and_then(|p| fix_cell(p).ok()),
+    }
+}
+
+/// The store's answer to `scene`, as the API gets it.
+async fn index_answer(store: &Store, scene: &SceneQuery, cfg: &QueryConfig) -> Vec<SceneMatch> {
+    let cover = scene_cover(scene.center, scene.radius_m).unwrap();
+    let mut tx = store.begin_lawful().await.unwrap();
+    let got = tx.scene_matches(&cover, scene, cfg).await.unwrap();
+    tx.commit().await.unwrap();
+    got
 }
 
 /// Tracks around a 3 km square, one fix a minute with random gaps; returns the rows in two
@@ -42,20 +85,7 @@ async fn tracks(store: &Store, rng: &mut StdRng) -> (Vec<FixRow>, Vec<FixRow>) {
     let mut on_time = Vec::new();
     let mut late = Vec::new();
     for i in 0..DEVICES {
-        let s = store
-            .create_subject(&NewSubject {
-                id: format!("S-{i}"),
-                display_name: None,
-                borough: None,
-                officer_id: None,
-                timezone: "Europe/London".into(),
-            })
-            .await
-            .unwrap();
-        let d = store
-            .create_device(&format!("D-{i}"), s.pk, T0)
-            .await
-            .unwrap();
+        let (subject_pk, device_pk) = wearer(store, i).await;
         let vehicle = i % 4 == 0;
         let (mut x, mut y) = (
             rng.gen_range(-1500.0..1500.0),
@@ -85,25 +115,17 @@ async fn tracks(store: &Store, rng: &mut StdRng) -> (Vec<FixRow>, Vec<FixRow>) {
             let positioned = !rng.gen_bool(0.02);
             // device 1's fixes belong to another subject for a stretch (reassignment)
             let subject = match (i, m) {
-                (1, 200..=320) => Some(s.pk + 1_000),
+                (1, 200..=320) => Some(subject_pk + 1_000),
                 _ if rng.gen_bool(0.01) => None,
-                _ => Some(s.pk),
+                _ => Some(subject_pk),
             };
-            let row = FixRow {
-                device_pk: d.pk,
-                ts: T0 + m * MINUTE_US,
-                subject_pk: subject,
-                lat_e7: positioned.then(|| (pos.lat * 1e7).round() as i32),
-                lon_e7: positioned.then(|| (pos.lon * 1e7).round() as i32),
-                accuracy_m: Some(rng.gen_range(3.0..30.0)),
-                source: i16::from(positioned),
-                speed_mps: None,
-                heading_deg: None,
-                battery_pct: None,
-                flags: 0,
-                received_at: T0 + m * MINUTE_US,
-                cell: if positioned { fix_cell(pos).ok() } else { None },
-            };
+            let row = fix_row(
+                device_pk,
+                subject,
+                T0 + m * MINUTE_US,
+                positioned.then_some(pos),
+                rng.gen_range(3.0..30.0),
+            );
             if rng.gen_bool(0.1) {
                 late.push(row);
             } else {
@@ -125,7 +147,11 @@ async fn index_answers_equal_brute_force(backend: Backend) {
     for chunk in late.chunks(97) {
         store.insert_fixes(chunk).await.unwrap();
     }
-    let all: Vec<QFix> = on_time.iter().chain(&late).filter_map(qfix).collect();
+    let all: Vec<QFix> = on_time
+        .iter()
+        .chain(&late)
+        .filter_map(FixRow::qfix)
+        .collect();
     let cfg = QueryConfig::default();
     let frame = LocalFrame::new(CENTRE);
     let (mut matches, mut interpolated) = (0, 0);
@@ -140,30 +166,12 @@ async fn index_answers_equal_brute_force(backend: Backend) {
             from_us,
             to_us: from_us + rng.gen_range(0..240) * MINUTE_US,
         };
-        let cover = scene_cover(scene.center, scene.radius_m).unwrap();
-        let mut tx = store.begin_lawful().await.unwrap();
-        let points = tx
-            .scene_points(
-                &cover,
-                scene.from_us,
-                scene.to_us,
-                cfg.max_gap_us(),
-                &SceneBox::around(&scene),
-            )
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        let got = scene_matches_sparse(&points, &scene, &cfg);
         let want = scene_matches(&all, &scene, &cfg);
-        assert_eq!(got, want, "{scene:?}");
-        assert!(
-            points.len() <= all.len(),
-            "the index returned more than exists"
-        );
+        assert_eq!(index_answer(&store, &scene, &cfg).await, want, "{scene:?}");
         matches += want.len();
         interpolated += want
             .iter()
-            .filter(|m| m.method == tagwatch::query::scene::MatchMethod::Interpolated)
+            .filter(|m| m.method == MatchMethod::Interpolated)
             .count();
     }
     // The comparison is only worth something if scenes matched, some between fixes.
@@ -177,35 +185,16 @@ async fn index_answers_equal_brute_force(backend: Backend) {
 async fn a_fix_between_two_close_intervals_is_not_skipped(backend: Backend) {
     let (url, _guard) = fresh_database(backend).await;
     let store = Store::connect(&url).await.unwrap();
-    let s = store
-        .create_subject(&NewSubject {
-            id: "S-1".into(),
-            display_name: None,
-            borough: None,
-            officer_id: None,
-            timezone: "Europe/London".into(),
-        })
-        .await
-        .unwrap();
-    let d = store.create_device("D-1", s.pk, T0).await.unwrap();
+    let (subject_pk, device_pk) = wearer(&store, 1).await;
     let frame = LocalFrame::new(CENTRE);
     let row = |t_s: i64, x: f64, y: f64| {
-        let pos = frame.to_latlon(x, y);
-        FixRow {
-            device_pk: d.pk,
-            ts: T0 + t_s * 1_000_000,
-            subject_pk: Some(s.pk),
-            lat_e7: Some((pos.lat * 1e7).round() as i32),
-            lon_e7: Some((pos.lon * 1e7).round() as i32),
-            accuracy_m: Some(5.0),
-            source: 1,
-            speed_mps: None,
-            heading_deg: None,
-            battery_pct: None,
-            flags: 0,
-            received_at: T0,
-            cell: fix_cell(pos).ok(),
-        }
+        fix_row(
+            device_pk,
+            Some(subject_pk),
+            T0 + t_s * 1_000_000,
+            Some(frame.to_latlon(x, y)),
+            5.0,
+        )
     };
     let rows = [
         row(0, -280.0, 0.0),
@@ -222,22 +211,9 @@ async fn a_fix_between_two_close_intervals_is_not_skipped(backend: Backend) {
         to_us: T0 + 700 * 1_000_000,
     };
     let cfg = QueryConfig::default();
-    let mut tx = store.begin_lawful().await.unwrap();
-    let cover = scene_cover(scene.center, scene.radius_m).unwrap();
-    let points = tx
-        .scene_points(
-            &cover,
-            scene.from_us,
-            scene.to_us,
-            cfg.max_gap_us(),
-            &SceneBox::around(&scene),
-        )
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    let all: Vec<QFix> = rows.iter().filter_map(qfix).collect();
+    let all: Vec<QFix> = rows.iter().filter_map(FixRow::qfix).collect();
     assert!(scene_matches(&all, &scene, &cfg).is_empty());
-    assert_eq!(scene_matches_sparse(&points, &scene, &cfg), vec![]);
+    assert_eq!(index_answer(&store, &scene, &cfg).await, vec![]);
 }
 
 on_both_stores!(

@@ -30,7 +30,7 @@ use crate::model::{Role, SubjectId};
 use crate::query::at_time::{location_at_time, Method};
 use crate::query::cells::{scene_cover, MAX_COVER_RADIUS_M};
 use crate::query::crime_csv::parse_crime_csv;
-use crate::query::scene::{scene_matches_sparse, MatchMethod, SceneBox, SceneQuery};
+use crate::query::scene::{MatchMethod, SceneQuery};
 use crate::query::{QFix, QueryConfig};
 use crate::store::{FixRow, LawfulTx, SEGMENT_INDEX_MAX_GAP_US};
 
@@ -142,16 +142,6 @@ fn query_config(state: &AppState) -> Result<QueryConfig, ApiError> {
     Ok(QueryConfig { max_gap_s })
 }
 
-fn qfix(r: &FixRow) -> Option<QFix> {
-    Some(QFix {
-        device: r.device_pk,
-        subject: r.subject_pk?,
-        ts_us: r.ts,
-        pos: LatLon::new(f64::from(r.lat_e7?) / 1e7, f64::from(r.lon_e7?) / 1e7),
-        accuracy_m: r.accuracy_m.map_or(0.0, f64::from),
-    })
-}
-
 /// A fix as a query answer shows it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QueryFix {
@@ -227,7 +217,7 @@ async fn location_at_time_query(
     let (estimate, devices) = match subject_pk {
         Some(pk) => {
             let rows = tx.at_time_fixes(pk, at, cfg.max_gap_us()).await?;
-            let fixes: Vec<QFix> = rows.iter().filter_map(qfix).collect();
+            let fixes: Vec<QFix> = rows.iter().filter_map(FixRow::qfix).collect();
             let est = location_at_time(&fixes, at, &cfg);
             let pks: Vec<i64> = [est.before, est.after]
                 .iter()
@@ -382,16 +372,7 @@ async fn run_scene(
 ) -> Result<Vec<SceneMatchOut>, ApiError> {
     let cover = scene_cover(scene.center, scene.radius_m)
         .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-    let points = tx
-        .scene_points(
-            &cover,
-            scene.from_us,
-            scene.to_us,
-            cfg.max_gap_us(),
-            &SceneBox::around(scene),
-        )
-        .await?;
-    let matches = scene_matches_sparse(&points, scene, cfg);
+    let matches = tx.scene_matches(&cover, scene, cfg).await?;
     let device_pks: Vec<i64> = matches
         .iter()
         .map(|m| m.device)

@@ -13,7 +13,7 @@
 //! ## The crime-scene index
 //! `fixes(cell, ts)` holds every positioned fix's H3 res-9 cell; `fix_segments` holds the
 //! res-7 cells of every long segment (see [`crate::query::cells`]), written by the fix
-//! insert path ([`long_segments`]). A scene query ([`LawfulTx::scene_points`]) never
+//! insert path ([`long_segments`]). A scene query ([`LawfulTx::scene_matches`]) never
 //! reads a device's whole history:
 //! 1. *hits*: `(device, ts)` of every fix in a fine cell of the cover with `ts` in the
 //!    window widened by `max_gap`, read from the index alone, as intervals
@@ -38,8 +38,8 @@ use crate::audit::chain::{AuditDraft, AuditRecord, VerifyReport};
 use crate::geodesy::LatLon;
 use crate::model::Micros;
 use crate::query::cells::{is_long_segment, segment_cells, SceneCover};
-use crate::query::scene::{SceneBox, ScenePoint};
-use crate::query::QFix;
+use crate::query::scene::{scene_matches_sparse, SceneBox, SceneMatch, ScenePoint, SceneQuery};
+use crate::query::{QFix, QueryConfig};
 
 use super::{FixRow, Result, Store};
 
@@ -269,30 +269,31 @@ impl LawfulTx {
         Ok(rows)
     }
 
-    /// Positioned, attributed fixes that can decide a crime-scene query over
-    /// `[from, to]`, each with its predecessor's time, filtered by `bx` (see the module
-    /// doc): [`scene_matches_sparse`](crate::query::scene::scene_matches_sparse) on them gives
-    /// the answer of the whole tracks.
-    pub async fn scene_points(
+    /// The tracks that came within `scene`'s radius during its window (SPEC §4), read
+    /// through the index (`cover` = [`scene_cover`](crate::query::cells::scene_cover) of
+    /// the scene) and matched exactly in code: the positioned, attributed fixes that can
+    /// decide it, each with its predecessor's time (see the module doc), go to
+    /// [`scene_matches_sparse`], which gives the answer of the whole tracks.
+    pub async fn scene_matches(
         &mut self,
         cover: &SceneCover,
-        from: Micros,
-        to: Micros,
-        gap_us: i64,
-        bx: &SceneBox,
-    ) -> Result<Vec<ScenePoint>> {
+        scene: &SceneQuery,
+        cfg: &QueryConfig,
+    ) -> Result<Vec<SceneMatch>> {
+        let gap_us = cfg.max_gap_us();
         let q = SceneLookup {
             fine: &cover.fine,
             coarse: &cover.coarse,
-            lo: from.saturating_sub(gap_us),
-            hi: to.saturating_add(gap_us),
-            from,
-            to,
+            lo: scene.from_us.saturating_sub(gap_us),
+            hi: scene.to_us.saturating_add(gap_us),
+            from: scene.from_us,
+            to: scene.to_us,
             gap_us,
-            bx: *bx,
+            bx: SceneBox::around(scene),
         };
         let rows: Vec<SceneRow> = tx_dispatch!(self, scene_rows(&q))?;
-        Ok(rows.into_iter().map(SceneRow::point).collect())
+        let points: Vec<ScenePoint> = rows.into_iter().map(SceneRow::point).collect();
+        Ok(scene_matches_sparse(&points, scene, cfg))
     }
 
     /// One page of a subject's trail in `[from, to]`, oldest first, after the cursor

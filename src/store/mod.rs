@@ -135,6 +135,23 @@ pub struct FixRow {
     pub cell: Option<i64>,
 }
 
+impl FixRow {
+    /// The fix as the query maths sees it; `None` for a fix without a position or a
+    /// subject, which no query answer rests on.
+    pub fn qfix(&self) -> Option<crate::query::QFix> {
+        Some(crate::query::QFix {
+            device: self.device_pk,
+            subject: self.subject_pk?,
+            ts_us: self.ts,
+            pos: crate::geodesy::LatLon::new(
+                f64::from(self.lat_e7?) / 1e7,
+                f64::from(self.lon_e7?) / 1e7,
+            ),
+            accuracy_m: self.accuracy_m.map_or(0.0, f64::from),
+        })
+    }
+}
+
 /// The store the service runs on.
 #[derive(Debug, Clone)]
 pub enum Store {
