@@ -191,41 +191,16 @@ async fn bulk(api: &Api, gateway: &str, admin: &str, args: &Args) -> anyhow::Res
             let mut latencies = Vec::new();
             let mut retries = 0u64;
             while let Some((body, n)) = rx.recv().await {
-                let body = bytes::Bytes::from(body);
-                loop {
-                    let sent = Instant::now();
-                    let r = client
-                        .post(format!("{url}/v1/pings"))
-                        .bearer_auth(&gateway)
-                        .header("content-type", "application/x-ndjson")
-                        .body(body.clone())
-                        .send()
-                        .await?;
-                    let status = r.status();
-                    if status.as_u16() == 429 || status.as_u16() == 503 {
-                        retries += 1;
-                        let wait = r
-                            .headers()
-                            .get("retry-after")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.parse::<f64>().ok())
-                            .map_or(0.1, |s| s.clamp(0.05, 1.0));
-                        tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-                        continue;
-                    }
-                    let v: Value = r.json().await.unwrap_or_default();
-                    if !status.is_success() {
-                        bail!("ingest answered {status}: {v}");
-                    }
-                    let ok =
-                        v["accepted"].as_u64().unwrap_or(0) + v["duplicates"].as_u64().unwrap_or(0);
-                    if ok != n as u64 {
-                        bail!("ingest acknowledged {ok} of {n}: {}", v["rejected"]);
-                    }
-                    latencies.push(sent.elapsed());
-                    acked.fetch_add(ok, Ordering::Relaxed);
-                    break;
+                let (v, latency, refused) =
+                    post_until_acked(&client, &url, &gateway, bytes::Bytes::from(body)).await?;
+                retries += refused;
+                let ok =
+                    v["accepted"].as_u64().unwrap_or(0) + v["duplicates"].as_u64().unwrap_or(0);
+                if ok != n as u64 {
+                    bail!("ingest acknowledged {ok} of {n}: {}", v["rejected"]);
                 }
+                latencies.push(latency);
+                acked.fetch_add(ok, Ordering::Relaxed);
             }
             Ok::<_, anyhow::Error>((latencies, retries))
         }));
@@ -337,27 +312,12 @@ async fn per_fix(
                     51.40 + rng.gen::<f64>() * 0.2,
                     -0.30 + rng.gen::<f64>() * 0.4
                 );
-                loop {
-                    let sent = Instant::now();
-                    let r = client
-                        .post(format!("{url}/v1/pings"))
-                        .bearer_auth(&gateway)
-                        .header("content-type", "application/x-ndjson")
-                        .body(body.clone())
-                        .send()
-                        .await?;
-                    let status = r.status();
-                    if status.as_u16() == 429 || status.as_u16() == 503 {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                    let v: Value = r.json().await.unwrap_or_default();
-                    if !status.is_success() || v["accepted"].as_u64() != Some(1) {
-                        bail!("per-fix ingest answered {status}: {v}");
-                    }
-                    latencies.push(sent.elapsed());
-                    break;
+                let (v, latency, _) =
+                    post_until_acked(&client, &url, &gateway, bytes::Bytes::from(body)).await?;
+                if v["accepted"].as_u64() != Some(1) {
+                    bail!("per-fix ingest answered {v}");
                 }
+                latencies.push(latency);
             }
             Ok::<_, anyhow::Error>(latencies)
         }));
@@ -492,4 +452,44 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         out.per_fix.push(r);
     }
     crate::write_json(&args.out, &out)
+}
+
+/// Posts an NDJSON `body` of pings until it is acknowledged, waiting as `Retry-After`
+/// says (0.05–1 s) after each 429/503. Returns the answer, the latency of the attempt that
+/// was acknowledged and how many attempts were refused.
+async fn post_until_acked(
+    client: &reqwest::Client,
+    url: &str,
+    gateway: &str,
+    body: bytes::Bytes,
+) -> anyhow::Result<(Value, Duration, u64)> {
+    let mut refused = 0;
+    loop {
+        let sent = Instant::now();
+        let r = client
+            .post(format!("{url}/v1/pings"))
+            .bearer_auth(gateway)
+            .header("content-type", "application/x-ndjson")
+            .body(body.clone())
+            .send()
+            .await?;
+        let status = r.status();
+        if status.as_u16() == 429 || status.as_u16() == 503 {
+            refused += 1;
+            let wait = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<f64>().ok())
+                .map_or(0.1, |s| s.clamp(0.05, 1.0));
+            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+            continue;
+        }
+        let v: Value = r.json().await.unwrap_or_default();
+        let latency = sent.elapsed();
+        if !status.is_success() {
+            bail!("ingest answered {status}: {v}");
+        }
+        return Ok((v, latency, refused));
+    }
 }
