@@ -1298,6 +1298,32 @@ async fn alerts_of(api: &Api, admin: &str, kind: &str, subject: &str) -> Vec<Val
 }
 
 /// One ping per device at the test's (true) time; every one must be accepted.
+/// Waits (up to 60 s) until `subject` has a comms-loss alert, while `alive` devices keep
+/// pinging about once a second.
+async fn comms_loss_found(
+    what: &str,
+    api: &Api,
+    admin: &str,
+    gateway: &str,
+    alive: &[&str],
+    subject: &str,
+) {
+    let mut rounds = 0;
+    wait_for(what, Duration::from_secs(60), || {
+        rounds += 1;
+        let round = rounds;
+        async move {
+            if round % 10 == 0 {
+                ping_now(api, gateway, alive).await;
+            }
+            !alerts_of(api, admin, "comms_loss", subject)
+                .await
+                .is_empty()
+        }
+    })
+    .await;
+}
+
 async fn ping_now(api: &Api, gateway: &str, devices: &[&str]) {
     let ts = rfc3339(now_us());
     let body: Vec<Value> = devices
@@ -1398,22 +1424,13 @@ async fn clock_jumps_raise_no_false_comms_loss_reject_no_valid_fix_and_keep_the_
     );
     audited_query(&api, &f.analyst, &s[0]).await;
     // The silent device is found after COMMS_LOSS_S of true time; the others keep pinging.
-    let mut rounds = 0;
-    wait_for(
+    comms_loss_found(
         "the silent device's comms loss",
-        Duration::from_secs(60),
-        || {
-            rounds += 1;
-            let (api, f, admin, round) = (&api, &f, &admin, rounds);
-            async move {
-                if round % 10 == 0 {
-                    ping_now(api, &f.gateway, &alive).await;
-                }
-                !alerts_of(api, admin, "comms_loss", &f.subjects[3])
-                    .await
-                    .is_empty()
-            }
-        },
+        &api,
+        &admin,
+        &f.gateway,
+        &alive,
+        &f.subjects[3],
     )
     .await;
     let silent = alerts_of(&api, &admin, "comms_loss", &s[3]).await;
@@ -1442,27 +1459,13 @@ async fn clock_jumps_raise_no_false_comms_loss_reject_no_valid_fix_and_keep_the_
     audited_query(&api, &f.analyst, &s[1]).await;
     // D0 now falls silent; D1 and D2 keep pinging. D0's comms loss is still found in time.
     let d0_silent_since = now_us();
-    let mut rounds = 0;
-    wait_for(
+    comms_loss_found(
         "D0's comms loss after the backward jump",
-        Duration::from_secs(60),
-        || {
-            rounds += 1;
-            let (api, f, admin, round) = (&api, &f, &admin, rounds);
-            async move {
-                if round % 10 == 0 {
-                    ping_now(
-                        api,
-                        &f.gateway,
-                        &[f.devices[1].as_str(), f.devices[2].as_str()],
-                    )
-                    .await;
-                }
-                !alerts_of(api, admin, "comms_loss", &f.subjects[0])
-                    .await
-                    .is_empty()
-            }
-        },
+        &api,
+        &admin,
+        &f.gateway,
+        &[f.devices[1].as_str(), f.devices[2].as_str()],
+        &f.subjects[0],
     )
     .await;
     let d0_found_after = now_us() - d0_silent_since;
