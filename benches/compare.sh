@@ -42,6 +42,7 @@ done
 pg=${COMPARE_PG:-postgres://postgres@127.0.0.1:5432}
 data=$work/data
 mkdir -p "$work"
+work=$(realpath "$work") # absolute: the store URLs below are built from it
 log() { echo "[compare $(date +%H:%M:%S)] $*" >&2; }
 die() { echo "compare.sh: $*" >&2; exit 1; }
 has() { [[ ",$systems," == *",$1,"* ]]; }
@@ -119,7 +120,7 @@ run_tagwatch() {
 if has tagwatch-sqlite; then
     rm -rf "$work/tw-sqlite"
     mkdir -p "$work/tw-sqlite"
-    run_tagwatch tagwatch-sqlite "sqlite://$PWD/$work/tw-sqlite/tw.db" 18091
+    run_tagwatch tagwatch-sqlite "sqlite://$work/tw-sqlite/tw.db" 18091
 fi
 if has tagwatch-postgres; then
     psql -X -q -v ON_ERROR_STOP=1 "$pg/postgres" \

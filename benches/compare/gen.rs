@@ -274,3 +274,42 @@ pub fn generate(
     )?;
     Ok(meta)
 }
+
+/// Reads a dataset file line by line and routes each line to the client that owns its
+/// device (`device % clients`, so one device's fixes stay in order), in batches of `batch`
+/// lines sent as `(bytes, lines)`; the last partial batch of each client is sent at the
+/// end. Runs on a blocking thread. Returns the number of lines.
+pub fn route_lines(
+    path: &std::path::Path,
+    batch: usize,
+    device_of: impl Fn(&[u8]) -> anyhow::Result<usize>,
+    senders: &[tokio::sync::mpsc::Sender<(Vec<u8>, usize)>],
+) -> anyhow::Result<u64> {
+    use std::io::BufRead;
+    let clients = senders.len();
+    let mut file = std::io::BufReader::with_capacity(1 << 20, File::open(path)?);
+    let mut bufs: Vec<(Vec<u8>, usize)> = (0..clients).map(|_| (Vec::new(), 0)).collect();
+    let mut line = Vec::with_capacity(256);
+    let mut lines = 0u64;
+    loop {
+        line.clear();
+        if file.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        let c = device_of(&line)? % clients;
+        let (buf, n) = &mut bufs[c];
+        buf.extend_from_slice(&line);
+        *n += 1;
+        lines += 1;
+        if *n == batch {
+            senders[c].blocking_send((std::mem::take(buf), batch))?;
+            *n = 0;
+        }
+    }
+    for (c, (buf, n)) in bufs.into_iter().enumerate() {
+        if n > 0 {
+            senders[c].blocking_send((buf, n))?;
+        }
+    }
+    Ok(lines)
+}

@@ -37,7 +37,6 @@
 //! Queries run one at a time over loopback TCP from this client (prepared statements),
 //! latency per query. No audit row is written (tagwatch writes and commits one per query).
 
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -279,7 +278,7 @@ async fn bulk(args: &Args) -> anyhow::Result<Bulk> {
     let insert = ingest_sql("staging");
     let started = Instant::now();
     for _ in 0..clients {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<u8>, usize)>(4);
         senders.push(tx);
         let (url, insert) = (url.clone(), insert.clone());
         tasks.push(tokio::spawn(async move {
@@ -292,7 +291,7 @@ async fn bulk(args: &Args) -> anyhow::Result<Bulk> {
             .await?;
             let mut latencies = Vec::new();
             let mut breaches = 0u64;
-            while let Some(body) = rx.recv().await {
+            while let Some((body, _)) = rx.recv().await {
                 let t = Instant::now();
                 let mut tx = c.begin().await?;
                 let mut copy = tx
@@ -313,36 +312,19 @@ async fn bulk(args: &Args) -> anyhow::Result<Bulk> {
     }
     let path = args.data.join("fixes.csv");
     let batch = args.batch;
-    let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
-        let mut file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&path)?);
-        let mut bufs: Vec<(Vec<u8>, usize)> = (0..clients).map(|_| (Vec::new(), 0)).collect();
-        let mut line = Vec::with_capacity(128);
-        let mut lines = 0u64;
-        loop {
-            line.clear();
-            if file.read_until(b'\n', &mut line)? == 0 {
-                break;
-            }
-            let comma = line
-                .iter()
-                .position(|b| *b == b',')
-                .context("a fixes.csv line without a comma")?;
-            let d: usize = std::str::from_utf8(&line[..comma])?.parse()?;
-            let (buf, n) = &mut bufs[d % clients];
-            buf.extend_from_slice(&line);
-            *n += 1;
-            lines += 1;
-            if *n == batch {
-                senders[d % clients].blocking_send(std::mem::take(buf))?;
-                *n = 0;
-            }
-        }
-        for (c, (buf, n)) in bufs.into_iter().enumerate() {
-            if n > 0 {
-                senders[c].blocking_send(buf)?;
-            }
-        }
-        Ok(lines)
+    let reader = tokio::task::spawn_blocking(move || {
+        gen::route_lines(
+            &path,
+            batch,
+            |line| {
+                let comma = line
+                    .iter()
+                    .position(|b| *b == b',')
+                    .context("a fixes.csv line without a comma")?;
+                Ok(std::str::from_utf8(&line[..comma])?.parse()?)
+            },
+            &senders,
+        )
     });
     let lines = reader.await??;
     let mut latencies = Vec::new();
@@ -394,7 +376,7 @@ async fn per_fix(
                 let d = mine[k % mine.len()];
                 k += 1;
                 let n = next_ts[d].fetch_add(1, Ordering::Relaxed) as i64;
-                let ts_s = (last_us as f64) / 1e6 + 60.0 + n as f64;
+                let ts_s = (last_us as f64) / 1e6 + 60.0 + n as f64 / 1e3; // as tagwatch's per-fix fixes
                 let t = Instant::now();
                 sqlx::query(&insert)
                     .bind(d as i32)

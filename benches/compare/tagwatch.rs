@@ -14,7 +14,6 @@
 //!   request from `--per-fix-clients` clients for `--per-fix-seconds`, fresh fixes after
 //!   the dataset's end, `--per-fix-runs` times.
 
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -208,33 +207,13 @@ async fn bulk(api: &Api, gateway: &str, admin: &str, args: &Args) -> anyhow::Res
     // the reader: lines routed to the client owning their device
     let path = args.data.join("pings.ndjson");
     let batch = args.batch;
-    let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
-        let mut file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&path)?);
-        let mut bufs: Vec<(Vec<u8>, usize)> = (0..clients).map(|_| (Vec::new(), 0)).collect();
-        let mut line = Vec::with_capacity(256);
-        let mut lines = 0u64;
-        loop {
-            line.clear();
-            if file.read_until(b'\n', &mut line)? == 0 {
-                break;
-            }
-            let d = device_of(&line).context("a pings.ndjson line without the device prefix")?;
-            let (buf, n) = &mut bufs[d % clients];
-            buf.extend_from_slice(&line);
-            *n += 1;
-            lines += 1;
-            if *n == batch {
-                let full = std::mem::take(buf);
-                senders[d % clients].blocking_send((full, batch))?;
-                *n = 0;
-            }
-        }
-        for (c, (buf, n)) in bufs.into_iter().enumerate() {
-            if n > 0 {
-                senders[c].blocking_send((buf, n))?;
-            }
-        }
-        Ok(lines)
+    let reader = tokio::task::spawn_blocking(move || {
+        gen::route_lines(
+            &path,
+            batch,
+            |line| device_of(line).context("a pings.ndjson line without the device prefix"),
+            &senders,
+        )
     });
     let lines = reader.await??;
     let mut latencies = Vec::new();
@@ -303,9 +282,11 @@ async fn per_fix(
             while Instant::now() < deadline && !mine.is_empty() {
                 let d = mine[k % mine.len()];
                 k += 1;
-                // one second after the device's previous fix, from a minute after the dataset
+                // a millisecond after the device's previous fix, from a minute after the
+                // dataset: small steps, so that even a small fleet's fixes stay in the past
+                // (ingest refuses fixes more than 5 min ahead of server time)
                 let n = next_ts[d].fetch_add(1, Ordering::Relaxed) as i64;
-                let ts = rfc3339(last_us + (60 + n) * 1_000_000);
+                let ts = rfc3339(last_us + 60_000_000 + n * 1_000);
                 let body = format!(
                     r#"{{"device_id":"{}","ts":"{ts}","lat":{},"lon":{},"accuracy_m":8,"speed_mps":1.3,"battery_pct":80}}"#,
                     gen::device_id(d),
