@@ -23,6 +23,7 @@ on_both_stores!(
     zones_are_validated_deleted_without_erasure_and_boroughs_are_served,
     a_restart_rebuilds_state_without_duplicating_or_losing_alerts,
     the_engine_ending_an_acknowledged_alert_keeps_the_officers_review,
+    an_alert_change_is_stored_with_its_audit_entry_or_not_at_all,
 );
 
 const HOME: (f64, f64) = (51.5450, -0.1030); // Islington
@@ -634,4 +635,134 @@ async fn the_engine_ending_an_acknowledged_alert_keeps_the_officers_review(backe
     assert_eq!(alerts[0]["status"], "acknowledged", "{alerts:?}");
     assert_eq!(alerts[0]["note"], "calling the subject");
     assert_eq!(alerts[0]["evidence_count"], 2);
+}
+
+/// Makes the database refuse audit entries of `action` (a trigger), as a failing disk or a
+/// broken connection would at the worst moment.
+async fn refuse_audit(app: &TestApp, backend: Backend, action: &str) {
+    match backend {
+        Backend::Sqlite => {
+            app.sql(&format!(
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit WHEN NEW.action = '{action}' \
+                 BEGIN SELECT RAISE(ABORT, 'audit refused'); END"
+            ))
+            .await
+        }
+        Backend::Postgres => {
+            app.sql(
+                "CREATE OR REPLACE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN RAISE EXCEPTION 'audit refused'; END $$",
+            )
+            .await;
+            app.sql(&format!(
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit FOR EACH ROW \
+                 WHEN (NEW.action = '{action}') EXECUTE FUNCTION refuse_audit()"
+            ))
+            .await
+        }
+    }
+}
+
+async fn allow_audit(app: &TestApp, backend: Backend) {
+    app.sql(match backend {
+        Backend::Sqlite => "DROP TRIGGER refuse_audit",
+        Backend::Postgres => "DROP TRIGGER refuse_audit ON audit",
+    })
+    .await;
+}
+
+/// Every alert change is an audit entry (SPEC §2 Audit): the change, its event and its
+/// entry are one transaction, whether the engine or an officer makes it. While the entry
+/// cannot be written, nothing of the change is stored; once it can, the engine's change is
+/// made again from the stored fixes, exactly once.
+async fn an_alert_change_is_stored_with_its_audit_entry_or_not_at_all(backend: Backend) {
+    let s = setup(backend).await;
+    exclusion_zone(&s, 0).await;
+    let (_, auditor) = s.app.user("auditor", "auditor").await;
+    let entries = |action: &'static str| {
+        let app = &s.app;
+        let auditor = auditor.clone();
+        async move {
+            let (st, log) = app.get("/v1/audit?limit=1000", &auditor).await;
+            assert_eq!(st, StatusCode::OK, "{log}");
+            log["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["action"] == action)
+                .count()
+        }
+    };
+
+    refuse_audit(&s.app, backend, "alert.opened").await;
+    post(
+        &s,
+        json!([
+            fix(&ago(300), HOME, 10.0),
+            fix(&ago(200), STATION, 10.0),
+            fix(&ago(100), north(STATION, 50.0), 10.0)
+        ]),
+    )
+    .await;
+    settle().await;
+    settle().await;
+    let (_, v) = s.app.get("/v1/alerts", &s.officer).await;
+    assert_eq!(
+        v["items"],
+        json!([]),
+        "an alert was stored without its audit entry"
+    );
+    assert_eq!(entries("alert.opened").await, 0);
+
+    allow_audit(&s.app, backend).await;
+    let mut alerts = vec![];
+    for _ in 0..300 {
+        let (_, v) = s.app.get("/v1/alerts", &s.officer).await;
+        alerts = v["items"].as_array().unwrap().clone();
+        if !alerts.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0]["type"], "exclusion_breach");
+    assert_eq!(entries("alert.opened").await, 1);
+    let id = alerts[0]["id"].as_i64().unwrap();
+
+    refuse_audit(&s.app, backend, "alert.acknowledge").await;
+    let (st, v) = s
+        .app
+        .post(
+            &format!("/v1/alerts/{id}/acknowledge"),
+            &s.officer,
+            json!({"note": "seen"}),
+        )
+        .await;
+    assert!(st.is_server_error(), "{st} {v}");
+    let (_, d) = s.app.get(&format!("/v1/alerts/{id}"), &s.officer).await;
+    assert_eq!(
+        d["status"], "open",
+        "acknowledged without an audit entry: {d}"
+    );
+    assert!(d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["kind"] != "acknowledged"));
+
+    allow_audit(&s.app, backend).await;
+    let (st, d) = s
+        .app
+        .post(
+            &format!("/v1/alerts/{id}/acknowledge"),
+            &s.officer,
+            json!({"note": "seen"}),
+        )
+        .await;
+    assert_eq!(
+        (st, d["status"].as_str()),
+        (StatusCode::OK, Some("acknowledged"))
+    );
+    assert_eq!(entries("alert.acknowledge").await, 1);
+    assert_eq!(entries("alert.opened").await, 1);
 }

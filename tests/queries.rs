@@ -133,23 +133,6 @@ impl World {
         v
     }
 
-    async fn sql(&self, backend: Backend, statement: &str) {
-        match backend {
-            Backend::Sqlite => {
-                let pool = sqlx::SqlitePool::connect(&self.app.database_url)
-                    .await
-                    .unwrap();
-                sqlx::query(statement).execute(&pool).await.unwrap();
-                pool.close().await;
-            }
-            Backend::Postgres => {
-                let pool = sqlx::PgPool::connect(&self.app.database_url).await.unwrap();
-                sqlx::query(statement).execute(&pool).await.unwrap();
-                pool.close().await;
-            }
-        }
-    }
-
     fn cli_verify(&self) -> std::process::Output {
         std::process::Command::new(env!("CARGO_BIN_EXE_tagwatch"))
             .args(["audit", "verify", "--database-url", &self.app.database_url])
@@ -593,11 +576,9 @@ async fn editing_or_deleting_a_stored_audit_row_breaks_verify_at_the_first_bad_i
         .into_iter()
         .find(|e| e["id"] == k)
         .unwrap();
-    w.sql(
-        backend,
-        &format!("UPDATE audit SET result_count = 7 WHERE id = {k}"),
-    )
-    .await;
+    w.app
+        .sql(&format!("UPDATE audit SET result_count = 7 WHERE id = {k}"))
+        .await;
     let v = w.verify().await;
     assert_eq!(v["ok"], false, "{v}");
     assert_eq!(v["first_bad_id"], k);
@@ -610,36 +591,31 @@ async fn editing_or_deleting_a_stored_audit_row_breaks_verify_at_the_first_bad_i
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("\"first_bad_id\": {k}")));
 
     // Put it back: intact again.
-    w.sql(
-        backend,
-        &format!(
+    w.app
+        .sql(&format!(
             "UPDATE audit SET result_count = {} WHERE id = {k}",
             e["result_count"]
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert_eq!(w.verify().await["ok"], true);
 
     // Edit the justification text (a JSON column).
-    w.sql(
-        backend,
-        &format!("UPDATE audit SET justification = '{{\"crime_ref\":\"X\",\"legal_basis\":\"Y\",\"reason\":\"Z\"}}' WHERE id = {}", ids[1]),
+    w.app.sql(&format!("UPDATE audit SET justification = '{{\"crime_ref\":\"X\",\"legal_basis\":\"Y\",\"reason\":\"Z\"}}' WHERE id = {}", ids[1]),
     )
     .await;
     assert_eq!(w.verify().await["first_bad_id"], ids[1]);
-    w.sql(
-        backend,
-        &format!(
+    w.app
+        .sql(&format!(
             "UPDATE audit SET justification = '{}' WHERE id = {}",
             justification(),
             ids[1]
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert_eq!(w.verify().await["ok"], true);
 
     // Delete entry k: the next entry is out of sequence.
-    w.sql(backend, &format!("DELETE FROM audit WHERE id = {k}"))
+    w.app
+        .sql(&format!("DELETE FROM audit WHERE id = {k}"))
         .await;
     let v = w.verify().await;
     assert_eq!(v["ok"], false);
@@ -654,11 +630,9 @@ async fn a_query_fails_closed_when_its_audit_entry_cannot_be_written(backend: Ba
     // A head hash that cannot be chained from makes every append fail. The head is read
     // back rather than taken from the answer: the retention job's start-up entry may land
     // after the query.
-    w.sql(
-        backend,
-        "UPDATE audit SET hash = 'not a hash' WHERE id = (SELECT max(id) FROM audit)",
-    )
-    .await;
+    w.app
+        .sql("UPDATE audit SET hash = 'not a hash' WHERE id = (SELECT max(id) FROM audit)")
+        .await;
     let id = w.audit("").await[0]["id"].as_i64().unwrap();
     let (s, v) = w
         .app

@@ -15,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Principal;
 use super::{problems, AppState, JsonBody, List};
+use crate::audit::chain::AuditDraft;
 use crate::error::ApiError;
 use crate::model::fix::E7;
 use crate::model::time;
@@ -281,58 +282,64 @@ async fn show(
     Path(id): Path<i64>,
 ) -> Result<Json<AlertDetail>, ApiError> {
     let (row, dir) = visible_alert(&state, &caller, id).await?;
-    let d = detail(&state, &dir, row).await?;
+    let evidence = evidence(&state, &row).await?;
+    let d = detail(&state, &dir, row, evidence).await?;
     // the evidence is location data: reading it is audited (fail closed)
-    audit(
-        &state,
-        &caller,
-        "alert.read",
-        &d.alert,
-        d.evidence.len() as i64,
-    )
-    .await?;
+    state
+        .store
+        .append_audit(audit_draft(
+            &caller,
+            "alert.read",
+            &d.alert,
+            d.evidence.len() as i64,
+        ))
+        .await?;
     Ok(Json(d))
 }
 
-/// Audits an alert action with the alert's identity and state.
-async fn audit(
-    state: &AppState,
-    caller: &Principal,
-    action: &str,
-    alert: &Alert,
-    result_count: i64,
-) -> Result<(), ApiError> {
+/// The audit entry of an alert action, with the alert's identity and state.
+fn audit_draft(caller: &Principal, action: &str, alert: &Alert, result_count: i64) -> AuditDraft {
     let parameters = serde_json::json!({"alert_id": alert.id, "type": alert.alert_type,
         "status": alert.status, "outcome": alert.outcome});
-    super::audit::record(
-        state,
+    super::queries::draft(
         caller,
         action,
         parameters,
-        &alert.subject_id,
+        None,
+        vec![alert.subject_id.clone()],
         result_count,
     )
-    .await
 }
 
-async fn detail(state: &AppState, dir: &Directory, row: AlertRow) -> Result<AlertDetail, ApiError> {
+/// The alert's evidence fixes (location data: whoever reads them is audited).
+async fn evidence(state: &AppState, row: &AlertRow) -> Result<Vec<EvidenceFix>, ApiError> {
     let wanted: HashSet<i64> = row.evidence.iter().copied().collect();
-    let evidence = match (row.evidence.iter().min(), row.evidence.iter().max()) {
-        (Some(&lo), Some(&hi)) => state
-            .store
-            .device_fixes(row.device_pk, lo, hi)
-            .await?
-            .into_iter()
-            .filter(|f| wanted.contains(&f.ts))
-            .map(|f| EvidenceFix {
-                ts: time::rfc3339(f.ts),
-                lat: f.lat_e7.map(|v| v as f64 / E7),
-                lon: f.lon_e7.map(|v| v as f64 / E7),
-                accuracy_m: f.accuracy_m,
-            })
-            .collect(),
-        _ => vec![],
-    };
+    Ok(
+        match (row.evidence.iter().min(), row.evidence.iter().max()) {
+            (Some(&lo), Some(&hi)) => state
+                .store
+                .device_fixes(row.device_pk, lo, hi)
+                .await?
+                .into_iter()
+                .filter(|f| wanted.contains(&f.ts))
+                .map(|f| EvidenceFix {
+                    ts: time::rfc3339(f.ts),
+                    lat: f.lat_e7.map(|v| v as f64 / E7),
+                    lon: f.lon_e7.map(|v| v as f64 / E7),
+                    accuracy_m: f.accuracy_m,
+                })
+                .collect(),
+            _ => vec![],
+        },
+    )
+}
+
+async fn detail(
+    state: &AppState,
+    dir: &Directory,
+    row: AlertRow,
+    evidence: Vec<EvidenceFix>,
+) -> Result<AlertDetail, ApiError> {
     let events = state
         .store
         .alert_events(row.id)
@@ -403,27 +410,15 @@ async fn acknowledge(
     if body.note.is_some() {
         row.note = body.note;
     }
-    row.updated_at = time::now_micros();
-    state
-        .store
-        .update_alert(
-            &row,
-            AlertFields::Review,
-            "acknowledged",
-            Some(caller.user_id),
-        )
-        .await?;
-    state.monitor.announce("acknowledged", row.clone());
-    let d = detail(&state, &dir, row).await?;
-    audit(
+    review(
         &state,
         &caller,
+        &dir,
+        row,
+        "acknowledged",
         "alert.acknowledge",
-        &d.alert,
-        d.evidence.len() as i64,
     )
-    .await?;
-    Ok(Json(d))
+    .await
 }
 
 /// Closes an alert with an outcome and a note.
@@ -454,22 +449,30 @@ async fn close(
     row.status = "closed".into();
     row.outcome = Some(body.outcome);
     row.note = Some(body.note);
+    review(&state, &caller, &dir, row, "closed", "alert.close").await
+}
+
+/// Stores an officer's review change (`row` as changed) with its event and its audit entry
+/// in one transaction, announces it, and answers with the alert's detail. The evidence is
+/// read first: the entry counts the fixes the answer discloses.
+async fn review(
+    state: &AppState,
+    caller: &Principal,
+    dir: &Directory,
+    mut row: AlertRow,
+    kind: &'static str,
+    action: &str,
+) -> Result<Json<AlertDetail>, ApiError> {
     row.updated_at = time::now_micros();
-    state
-        .store
-        .update_alert(&row, AlertFields::Review, "closed", Some(caller.user_id))
+    let evidence = evidence(state, &row).await?;
+    let entry = audit_draft(caller, action, &dir.alert(&row), evidence.len() as i64);
+    let mut tx = state.store.begin_lawful().await?;
+    tx.update_alert(&row, AlertFields::Review, kind, Some(caller.user_id))
         .await?;
-    state.monitor.announce("closed", row.clone());
-    let d = detail(&state, &dir, row).await?;
-    audit(
-        &state,
-        &caller,
-        "alert.close",
-        &d.alert,
-        d.evidence.len() as i64,
-    )
-    .await?;
-    Ok(Json(d))
+    tx.append_audit(entry).await?;
+    tx.commit().await?;
+    state.monitor.announce(kind, row.clone());
+    Ok(Json(detail(state, dir, row, evidence).await?))
 }
 
 /// Server-Sent Events: one `alert` event per alert opened, updated, ended, acknowledged,

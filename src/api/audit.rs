@@ -187,27 +187,3 @@ async fn verify(
     }
     Ok(Json(report.into()))
 }
-
-/// Appends the audit entry of a change or read made through the API (alerts, zones,
-/// absences). Returns the error to answer with if the entry cannot be written.
-pub async fn record(
-    state: &AppState,
-    caller: &Principal,
-    action: &str,
-    parameters: serde_json::Value,
-    subject_id: &str,
-    result_count: i64,
-) -> Result<(), ApiError> {
-    state
-        .store
-        .append_audit(super::queries::draft(
-            caller,
-            action,
-            parameters,
-            None,
-            vec![subject_id.to_owned()],
-            result_count,
-        ))
-        .await?;
-    Ok(())
-}

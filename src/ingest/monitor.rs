@@ -28,7 +28,7 @@ use crate::model::fix::{unpack_flags, E7};
 use crate::model::geometry::{Boroughs, GeometryInput};
 use crate::model::schedule::Schedule;
 use crate::model::time::{now_micros, wall_offset_micros};
-use crate::store::{AlertFields, AlertRow, FixRow, Store, StoreError, ZoneRow};
+use crate::store::{AlertFields, AlertRow, FixRow, LawfulTx, Store, StoreError, ZoneRow};
 
 use super::Committed;
 
@@ -45,6 +45,56 @@ const CLOCK_STEP_LOG_US: i64 = 2_000_000;
 pub struct AlertChange {
     pub kind: &'static str,
     pub alert: AlertRow,
+}
+
+/// The alert changes of one evaluation (a committed batch, a sweep, a rebuild): written in
+/// one transaction — each change with its event and audit entry — and broadcast only once
+/// that has committed, so a subscriber never sees a change that a failure rolls back. One
+/// transaction per batch instead of several per change is what keeps ping-to-alert latency
+/// close to a commit when many devices are in breach at once.
+struct Writes {
+    tx: Option<LawfulTx>,
+    changes: Vec<AlertChange>,
+}
+
+impl Writes {
+    fn new() -> Writes {
+        Writes {
+            tx: None,
+            changes: Vec::new(),
+        }
+    }
+
+    /// The evaluation's transaction, begun at its first use.
+    async fn tx(&mut self, store: &Store) -> Result<&mut LawfulTx, StoreError> {
+        let tx = match self.tx.take() {
+            Some(tx) => tx,
+            None => store.begin_lawful().await?,
+        };
+        Ok(self.tx.insert(tx))
+    }
+
+    /// Commits, then counts, logs and broadcasts what was written.
+    async fn commit(self, inner: &Inner) -> Result<(), StoreError> {
+        if let Some(tx) = self.tx {
+            tx.commit().await?;
+        }
+        for change in self.changes {
+            if change.kind == "opened" {
+                inner
+                    .metrics
+                    .alerts_opened
+                    .get_or_create(&AlertLabels {
+                        r#type: change.alert.alert_type.clone(),
+                    })
+                    .inc();
+                tracing::info!(alert = change.alert.id, r#type = %change.alert.alert_type,
+                    late = change.alert.detected_late, "alert opened");
+            }
+            let _ = inner.changes.send(change);
+        }
+        Ok(())
+    }
 }
 
 struct DeviceSlot {
@@ -260,13 +310,15 @@ impl Monitor {
             };
             let episodes = slot.engine.replay(&history, &ctx);
             let first = history.first().map(|f| f.ts_us).unwrap_or(from);
-            let stored = store.device_alerts_since(d.pk, first).await?;
+            let mut w = Writes::new();
+            let stored = w.tx(store).await?.device_alerts_since(d.pk, first).await?;
             let open_comms = stored
                 .iter()
                 .find(|a| a.alert_type == "comms_loss" && a.ended_at.is_none())
                 .map(|a| a.started_at);
-            self.reconcile_and_persist(d.pk, &mut slot, &stored, &episodes, false)
+            self.reconcile_and_persist(&mut w, d.pk, &mut slot, &stored, &episodes, false)
                 .await?;
+            w.commit(&self.inner).await?;
             slot.engine.resume_comms(last_received, open_comms);
             if let Some(start) = open_comms {
                 if let Some(a) = stored
@@ -285,6 +337,7 @@ impl Monitor {
     /// Diffs stored alerts against re-evaluated episodes and writes the differences.
     async fn reconcile_and_persist(
         &self,
+        w: &mut Writes,
         device_pk: i64,
         slot: &mut DeviceSlot,
         stored: &[AlertRow],
@@ -309,7 +362,7 @@ impl Monitor {
                         apply_episode(&mut row, episode);
                         if before != (row.started_at, row.ended_at, row.evidence_count) {
                             row.detected_late |= late;
-                            self.write_update(row, "updated").await?;
+                            self.write_update(w, row, "updated").await?;
                         }
                     }
                 }
@@ -318,12 +371,12 @@ impl Monitor {
                     if let Some(mut row) = stored.iter().find(|a| a.id == *alert_id).cloned() {
                         row.status = "withdrawn".into();
                         row.withdrawn_reason = Some(reason.clone());
-                        self.write_update(row, "withdrawn").await?;
+                        self.write_update(w, row, "withdrawn").await?;
                     }
                 }
                 Reconciled::Open(episode) => {
                     let id = self
-                        .write_open(device_pk, slot.subject_pk, episode, late)
+                        .write_open(w, device_pk, slot.subject_pk, episode, late)
                         .await?;
                     slot.alerts.insert(episode.identity(), id);
                 }
@@ -335,6 +388,7 @@ impl Monitor {
 
     async fn write_open(
         &self,
+        w: &mut Writes,
         device_pk: i64,
         subject_pk: i64,
         e: &Episode,
@@ -360,54 +414,48 @@ impl Monitor {
             updated_at: now,
         };
         apply_episode(&mut row, e);
-        row.id = self.inner.store.insert_alert(&row).await?;
-        self.audit("opened", &row).await?;
-        self.inner
-            .metrics
-            .alerts_opened
-            .get_or_create(&AlertLabels {
-                r#type: row.alert_type.clone(),
-            })
-            .inc();
-        tracing::info!(alert = row.id, r#type = %row.alert_type, late, "alert opened");
-        let _ = self.inner.changes.send(AlertChange {
+        row.id = w.tx(&self.inner.store).await?.insert_alert(&row).await?;
+        self.audit(w, "opened", &row).await?;
+        w.changes.push(AlertChange {
             kind: "opened",
             alert: row.clone(),
         });
         Ok(row.id)
     }
 
-    async fn write_update(&self, mut row: AlertRow, kind: &'static str) -> Result<(), StoreError> {
+    async fn write_update(
+        &self,
+        w: &mut Writes,
+        mut row: AlertRow,
+        kind: &'static str,
+    ) -> Result<(), StoreError> {
         row.updated_at = now_micros();
         let fields = if kind == "withdrawn" {
             AlertFields::Review
         } else {
             AlertFields::Episode
         };
-        self.inner
-            .store
+        w.tx(&self.inner.store)
+            .await?
             .update_alert(&row, fields, kind, None)
             .await?;
         if kind != "updated" || row.detected_late {
-            self.audit(kind, &row).await?;
+            self.audit(w, kind, &row).await?;
         }
-        let _ = self.inner.changes.send(AlertChange { kind, alert: row });
+        w.changes.push(AlertChange { kind, alert: row });
         Ok(())
     }
 
     /// Audits an engine-made alert change (SPEC §2 Audit: every alert change is an entry).
     /// Evidence-only updates of an ongoing episode are kept in the alert's event history
     /// but not repeated in the audit trail.
-    async fn audit(&self, kind: &str, row: &AlertRow) -> Result<(), StoreError> {
-        let subject = self
-            .inner
-            .store
-            .subject_ref(row.subject_pk)
+    async fn audit(&self, w: &mut Writes, kind: &str, row: &AlertRow) -> Result<(), StoreError> {
+        let tx = w.tx(&self.inner.store).await?;
+        let subject = tx
+            .subject_ids(&[row.subject_pk])
             .await?
-            .map(|(id, _)| id);
-        self.inner
-            .store
-            .append_audit(crate::audit::chain::AuditDraft {
+            .remove(&row.subject_pk);
+        tx.append_audit(crate::audit::chain::AuditDraft {
                 id: 0,
                 at_us: now_micros(),
                 actor: 0,
@@ -429,6 +477,7 @@ impl Monitor {
     /// Persists in-order engine events.
     async fn persist_events(
         &self,
+        w: &mut Writes,
         device_pk: i64,
         slot: &mut DeviceSlot,
         events: Vec<EpisodeEvent>,
@@ -438,11 +487,13 @@ impl Monitor {
             let e = ev.episode();
             match (&ev, slot.alerts.get(&e.identity()).copied()) {
                 (EpisodeEvent::Opened(_), None) | (_, None) => {
-                    let id = self.write_open(device_pk, slot.subject_pk, e, late).await?;
+                    let id = self
+                        .write_open(w, device_pk, slot.subject_pk, e, late)
+                        .await?;
                     slot.alerts.insert(e.identity(), id);
                 }
                 (_, Some(id)) => {
-                    let Some(mut row) = self.inner.store.alert(id).await? else {
+                    let Some(mut row) = w.tx(&self.inner.store).await?.alert(id).await? else {
                         continue;
                     };
                     apply_episode(&mut row, e);
@@ -452,7 +503,7 @@ impl Monitor {
                     } else {
                         "updated"
                     };
-                    self.write_update(row, kind).await?;
+                    self.write_update(w, row, kind).await?;
                 }
             }
         }
@@ -468,6 +519,7 @@ impl Monitor {
         let (index, absences) = self.snapshot();
         let no_absences = Vec::new();
         let mut devices = self.inner.devices.lock().await;
+        let mut w = Writes::new();
         for (device_pk, mut fixes) in by_device {
             fixes.sort_by_key(|f| f.ts);
             let Some(subject_pk) = fixes.last().and_then(|f| f.subject_pk) else {
@@ -501,10 +553,12 @@ impl Monitor {
                 .observe(started.elapsed().as_secs_f64());
             match applied {
                 Applied::Events(events) => {
-                    self.persist_events(device_pk, slot, events, false).await?
+                    self.persist_events(&mut w, device_pk, slot, events, false)
+                        .await?
                 }
                 Applied::NeedsReplay { from_us, events } => {
-                    self.persist_events(device_pk, slot, events, true).await?;
+                    self.persist_events(&mut w, device_pk, slot, events, true)
+                        .await?;
                     let history: Vec<EvalFix> = self
                         .inner
                         .store
@@ -514,17 +568,17 @@ impl Monitor {
                         .map(eval_fix)
                         .collect();
                     let episodes = slot.engine.replay(&history, &ctx);
-                    let stored = self
-                        .inner
-                        .store
+                    let stored = w
+                        .tx(&self.inner.store)
+                        .await?
                         .device_alerts_since(device_pk, from_us)
                         .await?;
-                    self.reconcile_and_persist(device_pk, slot, &stored, &episodes, true)
+                    self.reconcile_and_persist(&mut w, device_pk, slot, &stored, &episodes, true)
                         .await?;
                 }
             }
         }
-        Ok(())
+        w.commit(&self.inner).await
     }
 
     /// Time-driven rules: comms loss and schedule-window ends, at server time `now`.
@@ -532,6 +586,7 @@ impl Monitor {
         let (index, absences) = self.snapshot();
         let no_absences = Vec::new();
         let mut devices = self.inner.devices.lock().await;
+        let mut w = Writes::new();
         for (device_pk, slot) in devices.iter_mut() {
             let ctx = Ctx {
                 index: &index,
@@ -541,10 +596,11 @@ impl Monitor {
             };
             let events = slot.engine.sweep(now, &ctx);
             if !events.is_empty() {
-                self.persist_events(*device_pk, slot, events, false).await?;
+                self.persist_events(&mut w, *device_pk, slot, events, false)
+                    .await?;
             }
         }
-        Ok(())
+        w.commit(&self.inner).await
     }
 
     /// Consumes committed batches until the channel closes.

@@ -14,23 +14,30 @@ use crate::model::Micros;
 
 /// Numbers `?` placeholders for PostgreSQL; SQLite takes them as they are.
 fn sql(store: &Store, s: &'static str) -> Cow<'static, str> {
-    match store {
-        Store::Sqlite(_) => Cow::Borrowed(s),
-        Store::Postgres(_) => {
-            let mut out = String::with_capacity(s.len() + 16);
-            let mut n = 0;
-            for c in s.chars() {
-                if c == '?' {
-                    n += 1;
-                    out.push('$');
-                    out.push_str(&n.to_string());
-                } else {
-                    out.push(c);
-                }
-            }
-            Cow::Owned(out)
+    numbered(matches!(store, Store::Postgres(_)), s)
+}
+
+/// [`sql`] for a statement run inside a [`LawfulTx`].
+fn tx_sql(tx: &LawfulTx, s: &'static str) -> Cow<'static, str> {
+    numbered(matches!(tx, LawfulTx::Postgres(_)), s)
+}
+
+fn numbered(postgres: bool, s: &'static str) -> Cow<'static, str> {
+    if !postgres {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    let mut n = 0;
+    for c in s.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
         }
     }
+    Cow::Owned(out)
 }
 
 /// Runs `$body` with `$pool` bound to the backend's pool (the body compiles once per backend).
@@ -134,7 +141,7 @@ pub struct AlertEventRow {
     pub detail: String,
 }
 
-/// Which part of an alert a write changes (see [`Store::update_alert`]).
+/// Which part of an alert a write changes (see [`LawfulTx::update_alert`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AlertFields {
     /// started/ended, zone, evidence, detected_late — the engine's
@@ -353,118 +360,6 @@ impl Store {
         })
     }
 
-    /// Inserts an alert and its `opened` event in one transaction; returns the id.
-    pub async fn insert_alert(&self, a: &AlertRow) -> Result<i64> {
-        let q = sql(
-            self,
-            "INSERT INTO alerts (type, subject_pk, device_pk, zone_id, started_at, ended_at, detected_at, detected_late, \
-             evidence_count, evidence, status, outcome, note, withdrawn_reason, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        );
-        let ev = sql(self, ALERT_EVENT_SQL);
-        let detail = serde_json::json!({"started_at": a.started_at, "ended_at": a.ended_at,
-            "detected_late": a.detected_late, "evidence_count": a.evidence_count})
-        .to_string();
-        with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let id: i64 = sqlx::query_scalar(&q)
-                .bind(&a.alert_type)
-                .bind(a.subject_pk)
-                .bind(a.device_pk)
-                .bind(a.zone_id)
-                .bind(a.started_at)
-                .bind(a.ended_at)
-                .bind(a.detected_at)
-                .bind(a.detected_late as i64)
-                .bind(a.evidence_count)
-                .bind(serde_json::to_string(&a.evidence).unwrap_or_else(|_| "[]".into()))
-                .bind(&a.status)
-                .bind(&a.outcome)
-                .bind(&a.note)
-                .bind(&a.withdrawn_reason)
-                .bind(a.updated_at)
-                .fetch_one(&mut *tx)
-                .await?;
-            sqlx::query(&ev)
-                .bind(id)
-                .bind(a.detected_at)
-                .bind("opened")
-                .bind(None::<i64>)
-                .bind(&detail)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(id)
-        })
-    }
-
-    /// Writes the fields one writer owns and one event of `kind`, in one transaction. The
-    /// engine owns the episode (times, evidence, late flag); officers own the review
-    /// (status, outcome, note; the engine also sets `withdrawn`). Neither write touches the
-    /// other's fields, so an acknowledge racing an engine update loses nothing.
-    pub async fn update_alert(
-        &self,
-        a: &AlertRow,
-        fields: AlertFields,
-        kind: &str,
-        actor: Option<i64>,
-    ) -> Result<()> {
-        let q = sql(
-            self,
-            match fields {
-                AlertFields::Episode => {
-                    "UPDATE alerts SET zone_id = ?, started_at = ?, ended_at = ?, detected_late = ?, \
-                     evidence_count = ?, evidence = ?, updated_at = ? WHERE id = ?"
-                }
-                AlertFields::Review => {
-                    "UPDATE alerts SET status = ?, outcome = ?, note = ?, withdrawn_reason = ?, \
-                     updated_at = ? WHERE id = ?"
-                }
-            },
-        );
-        let ev = sql(self, ALERT_EVENT_SQL);
-        let detail = serde_json::json!({"started_at": a.started_at, "ended_at": a.ended_at,
-            "status": a.status, "outcome": a.outcome, "note": a.note,
-            "withdrawn_reason": a.withdrawn_reason, "evidence_count": a.evidence_count})
-        .to_string();
-        let evidence = serde_json::to_string(&a.evidence).unwrap_or_else(|_| "[]".into());
-        with_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let update = match fields {
-                AlertFields::Episode => sqlx::query(&q)
-                    .bind(a.zone_id)
-                    .bind(a.started_at)
-                    .bind(a.ended_at)
-                    .bind(a.detected_late as i64)
-                    .bind(a.evidence_count)
-                    .bind(&evidence),
-                AlertFields::Review => sqlx::query(&q)
-                    .bind(&a.status)
-                    .bind(&a.outcome)
-                    .bind(&a.note)
-                    .bind(&a.withdrawn_reason),
-            };
-            let done = update
-                .bind(a.updated_at)
-                .bind(a.id)
-                .execute(&mut *tx)
-                .await?;
-            if done.rows_affected() == 0 {
-                return Err(StoreError::NotFound(format!("alert {}", a.id)));
-            }
-            sqlx::query(&ev)
-                .bind(a.id)
-                .bind(a.updated_at)
-                .bind(kind)
-                .bind(actor)
-                .bind(&detail)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(())
-        })
-    }
-
     pub async fn alert(&self, id: i64) -> Result<Option<AlertRow>> {
         let q = sql(self, "SELECT * FROM alerts WHERE id = ?");
         with_pool!(self, |pool| {
@@ -493,27 +388,6 @@ impl Store {
                 })
                 .collect::<std::result::Result<_, sqlx::Error>>()
                 .map_err(StoreError::from)
-        })
-    }
-
-    /// A device's alerts that are not withdrawn and touch `[from, ∞)`: what a replay from
-    /// `from` may confirm, change or withdraw.
-    pub async fn device_alerts_since(&self, device_pk: i64, from: Micros) -> Result<Vec<AlertRow>> {
-        let q = sql(
-            self,
-            "SELECT * FROM alerts WHERE device_pk = ? AND status <> 'withdrawn' \
-             AND (ended_at IS NULL OR ended_at >= ?) ORDER BY id",
-        );
-        with_pool!(self, |pool| {
-            let rows = sqlx::query(&q)
-                .bind(device_pk)
-                .bind(from)
-                .fetch_all(pool)
-                .await?;
-            Ok(rows
-                .iter()
-                .map(alert_row)
-                .collect::<std::result::Result<_, _>>()?)
         })
     }
 
@@ -584,6 +458,152 @@ impl Store {
                 .bind(officer)
                 .fetch_all(pool)
                 .await?)
+        })
+    }
+}
+
+/// Alert writes inside a [`LawfulTx`]: the compliance monitor writes every alert change of a
+/// committed batch, with its events and audit entries, in one transaction; an officer's
+/// acknowledge or close is written with its audit entry the same way.
+impl LawfulTx {
+    /// Inserts an alert and its `opened` event; returns the id.
+    pub async fn insert_alert(&mut self, a: &AlertRow) -> Result<i64> {
+        let q = tx_sql(
+            self,
+            "INSERT INTO alerts (type, subject_pk, device_pk, zone_id, started_at, ended_at, detected_at, detected_late, \
+             evidence_count, evidence, status, outcome, note, withdrawn_reason, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        );
+        let ev = tx_sql(self, ALERT_EVENT_SQL);
+        let detail = serde_json::json!({"started_at": a.started_at, "ended_at": a.ended_at,
+            "detected_late": a.detected_late, "evidence_count": a.evidence_count})
+        .to_string();
+        with_tx!(self, |conn| {
+            let id: i64 = sqlx::query_scalar(&q)
+                .bind(&a.alert_type)
+                .bind(a.subject_pk)
+                .bind(a.device_pk)
+                .bind(a.zone_id)
+                .bind(a.started_at)
+                .bind(a.ended_at)
+                .bind(a.detected_at)
+                .bind(a.detected_late as i64)
+                .bind(a.evidence_count)
+                .bind(serde_json::to_string(&a.evidence).unwrap_or_else(|_| "[]".into()))
+                .bind(&a.status)
+                .bind(&a.outcome)
+                .bind(&a.note)
+                .bind(&a.withdrawn_reason)
+                .bind(a.updated_at)
+                .fetch_one(&mut *conn)
+                .await?;
+            sqlx::query(&ev)
+                .bind(id)
+                .bind(a.detected_at)
+                .bind("opened")
+                .bind(None::<i64>)
+                .bind(&detail)
+                .execute(&mut *conn)
+                .await?;
+            Ok(id)
+        })
+    }
+
+    /// Writes the fields one writer owns and one event of `kind`. The
+    /// engine owns the episode (times, evidence, late flag); officers own the review
+    /// (status, outcome, note; the engine also sets `withdrawn`). Neither write touches the
+    /// other's fields, so an acknowledge racing an engine update loses nothing.
+    pub async fn update_alert(
+        &mut self,
+        a: &AlertRow,
+        fields: AlertFields,
+        kind: &str,
+        actor: Option<i64>,
+    ) -> Result<()> {
+        let q = tx_sql(
+            self,
+            match fields {
+                AlertFields::Episode => {
+                    "UPDATE alerts SET zone_id = ?, started_at = ?, ended_at = ?, detected_late = ?, \
+                     evidence_count = ?, evidence = ?, updated_at = ? WHERE id = ?"
+                }
+                AlertFields::Review => {
+                    "UPDATE alerts SET status = ?, outcome = ?, note = ?, withdrawn_reason = ?, \
+                     updated_at = ? WHERE id = ?"
+                }
+            },
+        );
+        let ev = tx_sql(self, ALERT_EVENT_SQL);
+        let detail = serde_json::json!({"started_at": a.started_at, "ended_at": a.ended_at,
+            "status": a.status, "outcome": a.outcome, "note": a.note,
+            "withdrawn_reason": a.withdrawn_reason, "evidence_count": a.evidence_count})
+        .to_string();
+        let evidence = serde_json::to_string(&a.evidence).unwrap_or_else(|_| "[]".into());
+        with_tx!(self, |conn| {
+            let update = match fields {
+                AlertFields::Episode => sqlx::query(&q)
+                    .bind(a.zone_id)
+                    .bind(a.started_at)
+                    .bind(a.ended_at)
+                    .bind(a.detected_late as i64)
+                    .bind(a.evidence_count)
+                    .bind(&evidence),
+                AlertFields::Review => sqlx::query(&q)
+                    .bind(&a.status)
+                    .bind(&a.outcome)
+                    .bind(&a.note)
+                    .bind(&a.withdrawn_reason),
+            };
+            let done = update
+                .bind(a.updated_at)
+                .bind(a.id)
+                .execute(&mut *conn)
+                .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("alert {}", a.id)));
+            }
+            sqlx::query(&ev)
+                .bind(a.id)
+                .bind(a.updated_at)
+                .bind(kind)
+                .bind(actor)
+                .bind(&detail)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    pub async fn alert(&mut self, id: i64) -> Result<Option<AlertRow>> {
+        let q = tx_sql(self, "SELECT * FROM alerts WHERE id = ?");
+        with_tx!(self, |conn| {
+            let r = sqlx::query(&q).bind(id).fetch_optional(&mut *conn).await?;
+            Ok(r.as_ref().map(alert_row).transpose()?)
+        })
+    }
+
+    /// A device's alerts that are not withdrawn and touch `[from, ∞)`: what a replay from
+    /// `from` may confirm, change or withdraw.
+    pub async fn device_alerts_since(
+        &mut self,
+        device_pk: i64,
+        from: Micros,
+    ) -> Result<Vec<AlertRow>> {
+        let q = tx_sql(
+            self,
+            "SELECT * FROM alerts WHERE device_pk = ? AND status <> 'withdrawn' \
+             AND (ended_at IS NULL OR ended_at >= ?) ORDER BY id",
+        );
+        with_tx!(self, |conn| {
+            let rows = sqlx::query(&q)
+                .bind(device_pk)
+                .bind(from)
+                .fetch_all(&mut *conn)
+                .await?;
+            Ok(rows
+                .iter()
+                .map(alert_row)
+                .collect::<std::result::Result<_, _>>()?)
         })
     }
 }

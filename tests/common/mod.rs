@@ -134,6 +134,19 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
 }
 
 impl TestApp {
+    /// Runs one SQL statement on the app's database behind its back (tampering, faults).
+    pub async fn sql(&self, statement: &str) {
+        if self.database_url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&self.database_url).await.unwrap();
+            sqlx::query(statement).execute(&pool).await.unwrap();
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(&self.database_url).await.unwrap();
+            sqlx::query(statement).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+
     /// Stops the server and starts a new one on the same database (restart).
     pub async fn restart(&mut self) {
         if let Some(r) = self.running.take() {
