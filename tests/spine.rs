@@ -6,7 +6,7 @@ mod common;
 
 use common::{ago, ping, spawn_app, spawn_app_with, Backend};
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 on_both_stores!(
     the_auth_matrix_answers_401_403_and_404_as_specified,
@@ -20,6 +20,7 @@ on_both_stores!(
     a_flood_of_made_up_tokens_is_throttled_while_real_tokens_still_work,
     json_bodies_are_refused_with_the_status_that_names_the_fault,
     metrics_are_text_plain_unless_openmetrics_is_asked_for,
+    the_queue_depth_gauge_reads_zero_once_ingest_is_idle,
     a_number_too_large_to_store_is_rejected_not_read_back_as_null,
 );
 
@@ -717,6 +718,36 @@ async fn metrics_are_text_plain_unless_openmetrics_is_asked_for(backend: Backend
         r.headers()["content-type"],
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
+}
+
+/// `ingest_queue_depth` counts fixes waiting for the store; once every request has been
+/// acknowledged it must read 0, not the depth the last request saw on arrival.
+async fn the_queue_depth_gauge_reads_zero_once_ingest_is_idle(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.subject("GTO-1", None).await;
+    let device = app.device("TAG-1", "GTO-1").await;
+    let pings: Vec<Value> = (0..2_000)
+        .map(|i| ping("TAG-1", &ago(2_100 - i), 51.5, -0.1))
+        .collect();
+    let (s, v) = app.post_pings(&device, json!(pings)).await;
+    assert_eq!(
+        (s, v["accepted"].as_i64()),
+        (StatusCode::OK, Some(2_000)),
+        "{v}"
+    );
+    let r = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    let depth = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tagwatch_ingest_queue_depth "))
+        .unwrap_or_else(|| panic!("no queue depth gauge in {text}"));
+    assert_eq!(depth.trim(), "0", "{text}");
 }
 
 /// Found by Schemathesis: an `accuracy_m` of 1e300 (finite, so accepted) was stored as an

@@ -54,15 +54,13 @@ struct Job {
 #[derive(Clone)]
 pub struct Ingest {
     tx: mpsc::UnboundedSender<Job>,
-    permits: Arc<Semaphore>,
-    capacity: usize,
-    metrics: Metrics,
+    depth: Arc<QueueDepth>,
 }
 
 impl std::fmt::Debug for Ingest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ingest")
-            .field("capacity", &self.capacity)
+            .field("capacity", &self.depth.capacity)
             .finish()
     }
 }
@@ -76,17 +74,13 @@ impl Ingest {
         committed: Option<mpsc::Sender<Committed>>,
     ) -> (Ingest, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let permits = Arc::new(Semaphore::new(capacity));
-        let handle = tokio::spawn(writer(store, rx, metrics.clone(), committed));
-        (
-            Ingest {
-                tx,
-                permits,
-                capacity,
-                metrics,
-            },
-            handle,
-        )
+        let depth = Arc::new(QueueDepth {
+            permits: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            metrics,
+        });
+        let handle = tokio::spawn(writer(store, rx, depth.clone(), committed));
+        (Ingest { tx, depth }, handle)
     }
 
     /// Writes rows durably. Returns, per row, whether it was newly stored (false: duplicate).
@@ -97,13 +91,12 @@ impl Ingest {
         }
         let n = u32::try_from(rows.len()).map_err(|_| IngestError::Overloaded)?;
         let permit = self
+            .depth
             .permits
             .clone()
             .try_acquire_many_owned(n)
             .map_err(|_| IngestError::Overloaded)?;
-        self.metrics
-            .queue_depth
-            .set((self.capacity - self.permits.available_permits()) as i64);
+        self.depth.update();
         let (ack, rx) = oneshot::channel();
         self.tx
             .send(Job {
@@ -117,12 +110,30 @@ impl Ingest {
     }
 }
 
+/// What the `ingest_queue_depth` gauge reads: fixes holding a queue permit. Set when a
+/// request takes permits and again when a group's permits are returned, so an idle
+/// pipeline reads 0.
+struct QueueDepth {
+    permits: Arc<Semaphore>,
+    capacity: usize,
+    metrics: Metrics,
+}
+
+impl QueueDepth {
+    fn update(&self) {
+        self.metrics
+            .queue_depth
+            .set((self.capacity - self.permits.available_permits()) as i64);
+    }
+}
+
 async fn writer(
     store: Store,
     mut rx: mpsc::UnboundedReceiver<Job>,
-    metrics: Metrics,
+    depth: Arc<QueueDepth>,
     committed: Option<mpsc::Sender<Committed>>,
 ) {
+    let metrics = &depth.metrics;
     while let Some(first) = rx.recv().await {
         let mut n = first.rows.len();
         let mut jobs = vec![first];
@@ -190,5 +201,7 @@ async fn writer(
                 }
             }
         }
+        // every job of the group has been dropped: its permits are back
+        depth.update();
     }
 }
