@@ -185,7 +185,7 @@ async fn create(
             )
         })
         .await?;
-    state.monitor.reload_zones().await?;
+    state.monitor.zone_changed(row.id).await?;
     tracing::info!(zone = row.id, "zone created");
     Ok((StatusCode::CREATED, Json(zone_json(row, &subject.id))))
 }
@@ -250,7 +250,7 @@ async fn remove(
         1,
     );
     state.store.end_zone(zid, time::now_micros(), entry).await?;
-    state.monitor.reload_zones().await?;
+    state.monitor.zone_changed(zid).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -495,30 +495,73 @@ impl Default for ZoneIndex {
     }
 }
 
+/// One zone with what the index derives from its geometry.
+struct Part {
+    def: ZoneDef,
+    prepared: Prepared,
+    envelope: [f64; 4],
+    grid: Grid,
+}
+
+impl Part {
+    fn prepare(def: ZoneDef) -> Part {
+        let prepared = match &def.shape {
+            Shape::Area(mp) => Prepared::Area(Banded::new(mp)),
+            Shape::Circle { center, radius_m } => Prepared::Circle {
+                center: *center,
+                radius_m: *radius_m,
+            },
+        };
+        let envelope = envelope_of(&def.shape);
+        let grid = match &prepared {
+            Prepared::Area(b) => Grid::build(&envelope, b),
+            Prepared::Circle { .. } => Grid::default(),
+        };
+        Part {
+            def,
+            prepared,
+            envelope,
+            grid,
+        }
+    }
+}
+
 impl ZoneIndex {
     /// Build from every zone (deleted zones should stay until past the horizon, with
     /// `valid_to_us` set, so open episodes end at that instant).
-    pub fn build(mut defs: Vec<ZoneDef>) -> Self {
-        defs.sort_by_key(|z| (z.subject, z.id));
-        let prepared: Vec<Prepared> = defs
-            .iter()
-            .map(|def| match &def.shape {
-                Shape::Area(mp) => Prepared::Area(Banded::new(mp)),
-                Shape::Circle { center, radius_m } => Prepared::Circle {
-                    center: *center,
-                    radius_m: *radius_m,
-                },
+    pub fn build(defs: Vec<ZoneDef>) -> Self {
+        Self::assemble(defs.into_iter().map(Part::prepare).collect())
+    }
+
+    /// This index with `def` added, or replacing the zone of the same id: the other zones'
+    /// prepared geometry is reused, so a zone change costs one zone's preparation plus an
+    /// R-tree bulk load, not a reload of every zone.
+    pub fn with_zone(&self, def: ZoneDef) -> Self {
+        let mut parts: Vec<Part> = (0..self.defs.len())
+            .filter(|&i| self.defs[i].id != def.id)
+            .map(|i| Part {
+                def: self.defs[i].clone(),
+                prepared: self.prepared[i].clone(),
+                envelope: self.envelopes[i],
+                grid: self.grids[i],
             })
             .collect();
-        let envelopes: Vec<[f64; 4]> = defs.iter().map(|d| envelope_of(&d.shape)).collect();
-        let grids = prepared
-            .iter()
-            .zip(&envelopes)
-            .map(|(p, env)| match p {
-                Prepared::Area(b) => Grid::build(env, b),
-                Prepared::Circle { .. } => Grid::default(),
-            })
-            .collect();
+        parts.push(Part::prepare(def));
+        Self::assemble(parts)
+    }
+
+    fn assemble(mut parts: Vec<Part>) -> Self {
+        parts.sort_by_key(|p| (p.def.subject, p.def.id));
+        let mut defs = Vec::with_capacity(parts.len());
+        let mut prepared = Vec::with_capacity(parts.len());
+        let mut envelopes = Vec::with_capacity(parts.len());
+        let mut grids = Vec::with_capacity(parts.len());
+        for p in parts {
+            defs.push(p.def);
+            prepared.push(p.prepared);
+            envelopes.push(p.envelope);
+            grids.push(p.grid);
+        }
         let meta = defs
             .iter()
             .map(|d| ZoneMeta {
@@ -761,6 +804,43 @@ pub(crate) mod tests {
             }
         }
         assert!(hits > 100, "the test should exercise hits ({hits})");
+    }
+
+    #[test]
+    fn an_index_with_a_zone_added_or_replaced_equals_one_built_from_scratch() {
+        let zones = random_zones(9, 120);
+        let mut idx = ZoneIndex::build(zones[..60].to_vec());
+        for z in &zones[60..] {
+            idx = idx.with_zone(z.clone());
+        }
+        // replace one zone (ended) and move another
+        let mut ended = zones[10].clone();
+        ended.valid_to_us = Some(1_000);
+        let mut moved = zones[70].clone();
+        moved.shape = zones[3].shape.clone();
+        idx = idx.with_zone(ended.clone()).with_zone(moved.clone());
+        let mut all = zones.clone();
+        all[10] = ended;
+        all[70] = moved;
+        let fresh = ZoneIndex::build(all);
+        assert_eq!(idx.len(), fresh.len());
+        for slot in 0..idx.len() as u32 {
+            assert_eq!(idx.zone(slot), fresh.zone(slot));
+            assert_eq!(idx.meta(slot), fresh.meta(slot));
+        }
+        let mut rng = StdRng::seed_from_u64(13);
+        for _ in 0..2000 {
+            let pos = LatLon::new(rng.gen_range(51.28..51.72), rng.gen_range(-0.52..0.32));
+            let probe = Probe::new(pos, rng.gen_range(0.0..400.0));
+            let got = idx.candidates(&probe);
+            assert_eq!(got, fresh.candidates(&probe));
+            for slot in got {
+                assert_eq!(idx.classify(slot, &probe), fresh.classify(slot, &probe));
+            }
+        }
+        for subject in 0..31 {
+            assert_eq!(idx.subject_slots(subject), fresh.subject_slots(subject));
+        }
     }
 
     #[test]

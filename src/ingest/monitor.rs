@@ -245,6 +245,19 @@ impl Monitor {
         Ok(())
     }
 
+    /// Brings one created or ended zone into the index: reads that zone's row and swaps in
+    /// an index with it added or replaced (the others' prepared geometry reused). Changes are
+    /// applied under the index's write lock, so two zones changed at once are both kept.
+    pub async fn zone_changed(&self, id: i64) -> Result<(), StoreError> {
+        let Some(row) = self.inner.store.zone(id).await? else {
+            return self.reload_zones().await;
+        };
+        let def = zone_def(&row, &self.inner.boroughs).map_err(StoreError::Open)?;
+        let mut index = self.inner.index.write().unwrap_or_else(|e| e.into_inner());
+        *index = Arc::new(index.with_zone(def));
+        Ok(())
+    }
+
     pub async fn reload_absences(&self) -> Result<(), StoreError> {
         let mut map: HashMap<i64, Vec<Absence>> = HashMap::new();
         for a in self.inner.store.absences().await? {
