@@ -151,6 +151,26 @@ impl EpisodeEvent {
             EpisodeEvent::Opened(e) | EpisodeEvent::Updated(e) | EpisodeEvent::Ended(e) => e,
         }
     }
+
+    /// A batch's events without the `Updated` ones that a later event of the same episode
+    /// supersedes. An episode's event carries its whole state, so the stored alert is the
+    /// same with one write per batch instead of one per evidence fix, while every opening
+    /// and every end is still written (and audited) as its own change.
+    pub fn without_superseded_updates(events: Vec<EpisodeEvent>) -> Vec<EpisodeEvent> {
+        let mut last = std::collections::HashMap::with_capacity(events.len());
+        for (i, ev) in events.iter().enumerate() {
+            last.insert(ev.episode().identity(), i);
+        }
+        events
+            .into_iter()
+            .enumerate()
+            .filter(|(i, ev)| {
+                !matches!(ev, EpisodeEvent::Updated(_))
+                    || last.get(&ev.episode().identity()) == Some(i)
+            })
+            .map(|(_, ev)| ev)
+            .collect()
+    }
 }
 
 /// What the engine needs besides the device's own state.
@@ -161,4 +181,42 @@ pub struct Ctx<'a> {
     /// the subject's absences (any order)
     pub absences: &'a [Absence],
     pub config: &'a EngineConfig,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn episode(zone: i64, started_us: i64, count: u32, ended_us: Option<i64>) -> Episode {
+        Episode {
+            alert_type: AlertType::ExclusionBreach,
+            zone_id: Some(zone),
+            started_us,
+            ended_us,
+            evidence_ts: (0..count as i64).map(|i| started_us + i).collect(),
+            evidence_count: count,
+            may_have_started_earlier: false,
+        }
+    }
+
+    #[test]
+    fn a_batch_drops_only_the_updates_a_later_event_supersedes() {
+        let events = vec![
+            EpisodeEvent::Opened(episode(1, 100, 1, None)),
+            EpisodeEvent::Updated(episode(2, 50, 4, None)),
+            EpisodeEvent::Updated(episode(1, 100, 2, None)),
+            EpisodeEvent::Updated(episode(1, 100, 3, None)),
+            EpisodeEvent::Ended(episode(2, 50, 4, Some(200))),
+            EpisodeEvent::Opened(episode(2, 300, 1, None)),
+        ];
+        assert_eq!(
+            EpisodeEvent::without_superseded_updates(events),
+            vec![
+                EpisodeEvent::Opened(episode(1, 100, 1, None)),
+                EpisodeEvent::Updated(episode(1, 100, 3, None)),
+                EpisodeEvent::Ended(episode(2, 50, 4, Some(200))),
+                EpisodeEvent::Opened(episode(2, 300, 1, None)),
+            ]
+        );
+    }
 }

@@ -496,7 +496,7 @@ impl Monitor {
         events: Vec<EpisodeEvent>,
         late: bool,
     ) -> Result<(), StoreError> {
-        for ev in events {
+        for ev in EpisodeEvent::without_superseded_updates(events) {
             let e = ev.episode();
             match (&ev, slot.alerts.get(&e.identity()).copied()) {
                 (EpisodeEvent::Opened(_), None) | (_, None) => {
