@@ -10,6 +10,10 @@ use serde::Serialize;
 use crate::ingest::IngestError;
 use crate::store::StoreError;
 
+/// The answer to text holding U+0000, which PostgreSQL cannot store (and no name, note or
+/// justification needs).
+pub const NUL_REFUSED: &str = "text must not contain the NUL character (U+0000)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("missing or unknown bearer token")]
@@ -112,6 +116,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
             StoreError::NotFound(what) => ApiError::NotFound(what),
+            e if e.is_invalid_text() => ApiError::Unprocessable(NUL_REFUSED.into()),
             e if e.is_unavailable() => {
                 tracing::error!(error = %e, "store unavailable");
                 ApiError::Unavailable { retry_after_s: 2 }

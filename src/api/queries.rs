@@ -90,6 +90,7 @@ impl Justification {
 
 /// 422 unless `v` has non-blank text of at most [`MAX_JUSTIFICATION_CHARS`].
 fn check_text(name: &str, v: &str) -> Result<(), ApiError> {
+    super::refuse_nul(name, v)?;
     if v.trim().is_empty() {
         return Err(ApiError::Unprocessable(format!("{name} must not be empty")));
     }
@@ -632,6 +633,7 @@ fn json_crimes(body: &[u8]) -> Result<Batch, ApiError> {
         serde_json::error::Category::Data => ApiError::Unprocessable(e.to_string()),
         _ => ApiError::BadRequest(format!("the body is not valid JSON: {e}")),
     })?;
+    super::refuse_nul_in_json(body)?;
     let justification = input.justification.validate()?;
     // checked here too, not only per crime: an empty batch must not pass with any radius
     check_radius(input.radius_m)?;
@@ -655,6 +657,12 @@ fn json_crimes(body: &[u8]) -> Result<Batch, ApiError> {
 }
 
 fn csv_crimes(params: &CrimeCsvParams, body: &[u8]) -> Result<Batch, ApiError> {
+    if body.contains(&0) {
+        return Err(ApiError::Unprocessable(format!(
+            "the CSV: {}",
+            crate::error::NUL_REFUSED
+        )));
+    }
     let missing =
         |name: &str| ApiError::Unprocessable(format!("query parameter {name} is required"));
     let justification = Justification {

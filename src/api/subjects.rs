@@ -112,6 +112,11 @@ pub async fn visible_subject(
     id: &str,
 ) -> Result<SubjectRow, ApiError> {
     caller.require(&[Role::Admin, Role::Officer])?;
+    // no stored subject has an id that does not parse; asking the store for one would only
+    // cost a round trip (and a PostgreSQL error for an id holding U+0000)
+    if SubjectId::parse(id.to_owned()).is_err() {
+        return Err(ApiError::not_found("subject"));
+    }
     let row = state
         .store
         .subject(id)

@@ -54,6 +54,16 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// True when PostgreSQL refused a text value it cannot hold: U+0000 in `TEXT`
+    /// (SQLSTATE 22021) or `\u0000` in `JSONB` (22P05). The request is at fault (422), not
+    /// the service; the API refuses NUL at its edge, this is the backstop for paths that
+    /// reach the store with a value the edge did not check (a query parameter, a path).
+    pub fn is_invalid_text(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::Database(e))
+            if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some()
+                && matches!(e.code().as_deref(), Some("22021" | "22P05")))
+    }
 }
 
 /// Database errors that say the server or its disk is failing, not the statement: a full
