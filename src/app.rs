@@ -105,6 +105,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     crate::retention::spawn(state.store.clone(), &state.settings);
+    api::users::spawn_token_refresh(&state);
     state.ready.store(true, Ordering::Release);
     let (shutdown, mut rx) = watch::channel(false);
     let app = api::router(state.clone());

@@ -67,6 +67,18 @@ enum UserCommand {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Revoke a user's token: refused at once by this store's services (within seconds by
+    /// a running one; `DELETE /v1/users/{id}/token` is immediate).
+    Revoke {
+        /// The user's id.
+        #[arg(long, conflicts_with = "name", required_unless_present = "name")]
+        id: Option<i64>,
+        /// The user's name, if no other user has it.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        settings: Settings,
+    },
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -124,6 +136,34 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", user.token);
+            Ok(())
+        }
+        Command::User {
+            command: UserCommand::Revoke { id, name, settings },
+        } => {
+            let store = tagwatch::store::Store::connect(&settings.database_url).await?;
+            let id = match (id, name) {
+                (Some(id), _) => id,
+                (None, Some(name)) => {
+                    let ids: Vec<i64> = store
+                        .users()
+                        .await?
+                        .into_iter()
+                        .filter(|u| u.name == name)
+                        .map(|u| u.id)
+                        .collect();
+                    match ids[..] {
+                        [id] => id,
+                        [] => anyhow::bail!("no user is named {name:?}"),
+                        _ => anyhow::bail!("users {ids:?} are named {name:?}; give --id"),
+                    }
+                }
+                (None, None) => anyhow::bail!("give --id or --name"),
+            };
+            tagwatch::api::users::revoke_in_store(&store, id)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{id}");
             Ok(())
         }
         Command::Audit {

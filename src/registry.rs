@@ -6,6 +6,7 @@
 //! Locks are `std::sync::RwLock`s held only for a lookup or an insert, never across `.await`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use crate::model::Role;
@@ -34,6 +35,10 @@ pub struct Registry {
     /// Budget of store lookups for tokens not in the cache (see `api::auth`).
     pub throttle: crate::api::auth::LookupThrottle,
     principals: RwLock<HashMap<TokenHash, Principal>>,
+    /// Revocations so far, counted under the principals' write lock. A store read that began
+    /// before a revocation may hold the revoked token, so what it read is cached only if this
+    /// has not moved since it began.
+    revocations: AtomicU64,
     devices: RwLock<HashMap<String, DeviceEntry>>,
 }
 
@@ -69,6 +74,46 @@ impl Registry {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(h, p);
         }
+    }
+
+    /// The revocation count, to be read before a store read of users (see [`Self::add_user_since`]).
+    pub fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::Acquire)
+    }
+
+    /// Caches `u`, read from the store after [`Self::revocations`] returned `seen`, unless a
+    /// token has been revoked since (the row may then be the revoked one). True if cached.
+    pub fn add_user_since(&self, u: &UserRow, seen: u64) -> bool {
+        let Some((h, p)) = principal(u) else {
+            return false;
+        };
+        let mut map = self.principals.write().unwrap_or_else(|e| e.into_inner());
+        if self.revocations.load(Ordering::Acquire) != seen {
+            return false;
+        }
+        map.insert(h, p);
+        true
+    }
+
+    /// Drops every cached token of `user_id` at once (revocation; the store has already
+    /// replaced its digest).
+    pub fn remove_user(&self, user_id: i64) {
+        let mut map = self.principals.write().unwrap_or_else(|e| e.into_inner());
+        self.revocations.fetch_add(1, Ordering::AcqRel);
+        map.retain(|_, p| p.user_id != user_id);
+    }
+
+    /// Makes the token cache the store's `users`, read after [`Self::revocations`] returned
+    /// `seen`, unless a token was revoked since. This is how a token revoked by another
+    /// process (`tagwatch user revoke`) leaves a running service's cache.
+    pub fn replace_users(&self, users: &[UserRow], seen: u64) -> bool {
+        let fresh: HashMap<TokenHash, Principal> = users.iter().filter_map(principal).collect();
+        let mut map = self.principals.write().unwrap_or_else(|e| e.into_inner());
+        if self.revocations.load(Ordering::Acquire) != seen {
+            return false;
+        }
+        *map = fresh;
+        true
     }
 
     /// The principal holding a token with this digest. The map lookup is by digest (a

@@ -53,16 +53,23 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
         tracing::warn!("unknown-token lookups over budget; answering 429");
         return Err(ApiError::TooManyRequests { retry_after_s: 1 });
     }
-    match state.store.user_by_token(&hash).await? {
-        Some(u) => {
-            state.registry.add_user(&u);
-            state
-                .registry
-                .principal(&hash)
-                .ok_or(ApiError::Unauthorized)
+    // A revocation racing this read may have replaced the row after it was read: the read
+    // is then repeated, so a revoked token is never cached (or let in) again.
+    for _ in 0..3 {
+        let seen = state.registry.revocations();
+        match state.store.user_by_token(&hash).await? {
+            Some(u) => {
+                if state.registry.add_user_since(&u, seen) {
+                    return state
+                        .registry
+                        .principal(&hash)
+                        .ok_or(ApiError::Unauthorized);
+                }
+            }
+            None => return Err(ApiError::Unauthorized),
         }
-        None => Err(ApiError::Unauthorized),
     }
+    Err(ApiError::Unauthorized)
 }
 
 /// The token of an `Authorization: Bearer …` header, if any.

@@ -22,7 +22,7 @@ impl Modify for Bearer {
     info(title = "tagwatch", description = "GPS electronic monitoring: ingest, compliance alerts, audited lawful location queries"),
     modifiers(&Bearer),
     paths(
-        super::users::create, super::console::me,
+        super::users::create, super::users::revoke, super::console::me,
         super::subjects::create, super::subjects::show, super::subjects::list,
         super::devices::create, super::devices::reassign,
         super::pings::post_pings, super::pings::osmand, super::pings::osmand_post,

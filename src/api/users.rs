@@ -1,8 +1,9 @@
-//! `POST /v1/users`: administrators create users and their tokens (SPEC §2 Administration).
+//! `POST /v1/users`: administrators create users and their tokens (SPEC §2 Administration);
+//! `DELETE /v1/users/{id}/token` revokes a user's token at once (not in SPEC).
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{delete, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -13,7 +14,9 @@ use crate::error::ApiError;
 use crate::model::Role;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/users", post(create))
+    Router::new()
+        .route("/v1/users", post(create))
+        .route("/v1/users/{id}/token", delete(revoke))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -101,5 +104,68 @@ pub async fn create_user(
         role,
         device_id: device_id.map(str::to_owned),
         token,
+    })
+}
+
+/// Revokes a user's token: from this answer on, the token is refused (401) on every route,
+/// and any other process serving the same store refuses it within [`TOKEN_CACHE_REFRESH_S`]
+/// seconds. The user and the audit entries naming it stay. A new token is a new user.
+#[utoipa::path(delete, path = "/v1/users/{id}/token", operation_id = "revoke_token", tag = "administration",
+    params(("id" = i64, Path, description = "user id (as `POST /v1/users` returned it)", example = 2)),
+    security(("bearer" = [])),
+    responses((status = 204, description = "revoked"), problems::Restricted,
+              (status = 400, response = problems::BadRequest), (status = 404, response = problems::NotFound)))]
+#[tracing::instrument(skip_all)]
+async fn revoke(
+    State(state): State<AppState>,
+    caller: Principal,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(&[Role::Admin])?;
+    revoke_user(&state, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// How often a running service makes its token cache the store's users, so that a token
+/// revoked by another process (`tagwatch user revoke`) is refused here too.
+pub const TOKEN_CACHE_REFRESH_S: u64 = 5;
+
+/// Revokes `user_id`'s token: the store keeps the digest of a fresh token that is never
+/// shown, then this process's cache drops the old one. Shared by the API and the CLI.
+pub async fn revoke_user(state: &AppState, user_id: i64) -> Result<(), ApiError> {
+    revoke_in_store(&state.store, user_id).await?;
+    state.registry.remove_user(user_id);
+    Ok(())
+}
+
+/// The store half of [`revoke_user`] (the CLI has no cache to clear).
+pub async fn revoke_in_store(store: &crate::store::Store, user_id: i64) -> Result<(), ApiError> {
+    let unusable = crate::token::hash(&crate::token::generate());
+    if !store.replace_token(user_id, &unusable).await? {
+        return Err(ApiError::not_found("user"));
+    }
+    tracing::info!(user = user_id, "token revoked");
+    Ok(())
+}
+
+/// Makes the token cache the store's users every [`TOKEN_CACHE_REFRESH_S`] seconds, for as
+/// long as the runtime runs (see [`crate::registry::Registry::replace_users`]).
+pub fn spawn_token_refresh(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let (store, registry) = (state.store.clone(), state.registry.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(TOKEN_CACHE_REFRESH_S));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let seen = registry.revocations();
+            match store.users().await {
+                Ok(users) => {
+                    registry.replace_users(&users, seen);
+                }
+                // the store is down: the cache stays as it was; ingest's and the queries'
+                // own errors say so
+                Err(e) => tracing::debug!(error = %e, "token cache refresh failed"),
+            }
+        }
     })
 }

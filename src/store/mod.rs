@@ -214,6 +214,11 @@ impl Store {
         dispatch!(self, users())
     }
 
+    /// Replaces a user's token digest; false when there is no such user.
+    pub async fn replace_token(&self, user_id: i64, token_hash: &[u8]) -> Result<bool> {
+        dispatch!(self, replace_token(user_id, token_hash))
+    }
+
     pub async fn user_by_token(&self, token_hash: &[u8]) -> Result<Option<UserRow>> {
         dispatch!(self, user_by_token(token_hash))
     }

@@ -108,6 +108,18 @@ impl PgStore {
         Ok(user(&r)?)
     }
 
+    /// Replaces a user's token digest; false when there is no such user. Revocation stores
+    /// the digest of a fresh token that is never shown, so no token matches the user.
+    #[tracing::instrument(skip(self, token_hash))]
+    pub async fn replace_token(&self, user_id: i64, token_hash: &[u8]) -> Result<bool> {
+        let done = sqlx::query("UPDATE users SET token_hash = $1 WHERE id = $2")
+            .bind(token_hash)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn users(&self) -> Result<Vec<UserRow>> {
         let rows =
             sqlx::query("SELECT id, name, role, device_pk, token_hash FROM users ORDER BY id")
