@@ -171,37 +171,50 @@ async fn writer(
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
         metrics.commit_rows.observe(group.len() as f64);
-        match result {
-            Ok(inserted) => {
-                for (job, s) in jobs.into_iter().zip(slots) {
-                    let flags = s
-                        .iter()
-                        .map(|slot| slot.is_some_and(|i| inserted[i]))
-                        .collect();
-                    let _ = job.ack.send(Ok(flags));
-                }
-                if let Some(c) = &committed {
-                    let rows: Vec<FixRow> = group
-                        .into_iter()
-                        .zip(inserted)
-                        .filter_map(|(r, ok)| ok.then_some(r))
-                        .collect();
-                    if !rows.is_empty() && c.send(Committed { rows }).await.is_err() {
-                        tracing::warn!(
-                            "engine stopped; committed fixes are stored but not evaluated"
-                        );
-                    }
-                }
-            }
+        // The queue slots are returned (and the gauge set) before anyone is answered, so a
+        // client that has its acknowledgement never sees its own fixes still queued.
+        let (acks, answer): (Vec<_>, Result<Vec<Vec<bool>>, IngestError>) = match &result {
+            Ok(inserted) => (
+                jobs.into_iter().map(|j| j.ack).collect(),
+                Ok(slots
+                    .iter()
+                    .map(|s| {
+                        s.iter()
+                            .map(|slot| slot.is_some_and(|i| inserted[i]))
+                            .collect()
+                    })
+                    .collect()),
+            ),
             Err(e) => {
                 tracing::error!(error = %e, rows = group.len(), "group commit failed");
-                let err = IngestError::Unavailable(e.to_string());
-                for job in jobs {
-                    let _ = job.ack.send(Err(err.clone()));
+                (
+                    jobs.into_iter().map(|j| j.ack).collect(),
+                    Err(IngestError::Unavailable(e.to_string())),
+                )
+            }
+        };
+        depth.update();
+        match answer {
+            Ok(flags) => {
+                for (ack, f) in acks.into_iter().zip(flags) {
+                    let _ = ack.send(Ok(f));
+                }
+            }
+            Err(err) => {
+                for ack in acks {
+                    let _ = ack.send(Err(err.clone()));
                 }
             }
         }
-        // every job of the group has been dropped: its permits are back
-        depth.update();
+        if let (Ok(inserted), Some(c)) = (result, &committed) {
+            let rows: Vec<FixRow> = group
+                .into_iter()
+                .zip(inserted)
+                .filter_map(|(r, ok)| ok.then_some(r))
+                .collect();
+            if !rows.is_empty() && c.send(Committed { rows }).await.is_err() {
+                tracing::warn!("engine stopped; committed fixes are stored but not evaluated");
+            }
+        }
     }
 }
