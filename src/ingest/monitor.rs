@@ -75,11 +75,19 @@ impl Writes {
     }
 
     /// Commits, then counts, logs and broadcasts what was written.
-    async fn commit(self, inner: &Inner) -> Result<(), StoreError> {
-        if let Some(tx) = self.tx {
+    async fn commit(mut self, inner: &Inner) -> Result<(), StoreError> {
+        self.flush(inner).await
+    }
+
+    /// Commits what is written so far (and announces it); later writes begin a new
+    /// transaction. Called before reading through the pool: a transaction held while
+    /// waiting for another pooled connection can deadlock with requests that hold the
+    /// other connections while they wait for SQLite's write lock.
+    async fn flush(&mut self, inner: &Inner) -> Result<(), StoreError> {
+        if let Some(tx) = self.tx.take() {
             tx.commit().await?;
         }
-        for change in self.changes {
+        for change in self.changes.drain(..) {
             if change.kind == "opened" {
                 inner
                     .metrics
@@ -572,6 +580,7 @@ impl Monitor {
                 Applied::NeedsReplay { from_us, events } => {
                     self.persist_events(&mut w, device_pk, slot, events, true)
                         .await?;
+                    w.flush(&self.inner).await?;
                     let history: Vec<EvalFix> = self
                         .inner
                         .store
