@@ -24,6 +24,7 @@ on_both_stores!(
     a_restart_rebuilds_state_without_duplicating_or_losing_alerts,
     the_engine_ending_an_acknowledged_alert_keeps_the_officers_review,
     an_alert_change_is_stored_with_its_audit_entry_or_not_at_all,
+    a_revoked_officers_open_stream_ends_before_the_next_event,
 );
 
 const HOME: (f64, f64) = (51.5450, -0.1030); // Islington
@@ -37,6 +38,7 @@ fn north(p: (f64, f64), m: f64) -> (f64, f64) {
 struct Setup {
     app: TestApp,
     officer: String,
+    officer_id: i64,
     device: String,
 }
 
@@ -52,6 +54,7 @@ async fn setup_with(backend: Backend, tweak: impl FnOnce(&mut tagwatch::Settings
     Setup {
         app,
         officer,
+        officer_id,
         device,
     }
 }
@@ -765,4 +768,42 @@ async fn an_alert_change_is_stored_with_its_audit_entry_or_not_at_all(backend: B
     );
     assert_eq!(entries("alert.acknowledge").await, 1);
     assert_eq!(entries("alert.opened").await, 1);
+}
+
+/// The stream checks its token when it opens; a token revoked while it is open must not
+/// go on receiving alerts (SECURITY.md: revocation is immediate).
+async fn a_revoked_officers_open_stream_ends_before_the_next_event(backend: Backend) {
+    let s = setup(backend).await;
+    exclusion_zone(&s, 0).await;
+    let mut resp = s
+        .app
+        .client
+        .get(format!("{}/v1/alerts/stream", s.app.url))
+        .bearer_auth(&s.officer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (st, v) = s
+        .app
+        .call(
+            Method::DELETE,
+            &format!("/v1/users/{}/token", s.officer_id),
+            Some(&s.app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{v}");
+    post(&s, json!([fix(&ago(300), STATION, 10.0)])).await;
+    alerts_until(&s.app, &s.app.admin_token, |a| a.len() == 1).await;
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(_) => break, // the stream ended
+            Err(_) => panic!("the revoked token's stream is still open: {seen}"),
+        }
+    }
+    assert!(!seen.contains("event: alert"), "{seen}");
 }

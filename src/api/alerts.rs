@@ -484,8 +484,13 @@ async fn review(
 async fn stream(
     State(state): State<AppState>,
     caller: Principal,
+    headers: axum::http::HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     caller.require(&[Role::Admin, Role::Officer])?;
+    let token = super::auth::bearer_of(&headers)
+        .unwrap_or_default()
+        .to_owned();
+    let hash = crate::token::hash(&token);
     let mut rx = state.monitor.subscribe();
     let s = async_stream(move |tx| async move {
         let mut devices = HashMap::new();
@@ -495,6 +500,17 @@ async fn stream(
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(_) => return,
             };
+            // A token revoked while the stream is open ends it before the next event: the
+            // revocation drops the token from the registry, and only the store can say it
+            // is still good.
+            if state.registry.principal(&hash).is_none()
+                && matches!(
+                    super::auth::authenticate(&state, &token).await,
+                    Err(ApiError::Unauthorized)
+                )
+            {
+                return;
+            }
             let Ok(dir) = Directory::for_alert(&state, &change.alert, &mut devices).await else {
                 continue;
             };
