@@ -378,29 +378,26 @@ async fn officers_see_only_their_caseloads_alerts(backend: Backend) {
     assert_eq!(st, StatusCode::NOT_FOUND);
 }
 
-async fn the_stream_pushes_alert_changes(backend: Backend) {
-    let s = setup(backend).await;
-    exclusion_zone(&s, 0).await;
-    let mut resp = s
-        .app
+/// Opens `GET /v1/alerts/stream` with `token`; 200 or the test fails.
+async fn open_stream(app: &TestApp, token: &str) -> reqwest::Response {
+    let resp = app
         .client
-        .get(format!("{}/v1/alerts/stream", s.app.url))
-        .bearer_auth(&s.officer)
+        .get(format!("{}/v1/alerts/stream", app.url))
+        .bearer_auth(token)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+    resp
+}
+
+async fn the_stream_pushes_alert_changes(backend: Backend) {
+    let s = setup(backend).await;
+    exclusion_zone(&s, 0).await;
+    let mut resp = open_stream(&s.app, &s.officer).await;
     // An officer with another caseload listens too, and must see nothing of GTO-1.
     let (_, stranger) = s.app.user("other officer", "officer").await;
-    let mut other = s
-        .app
-        .client
-        .get(format!("{}/v1/alerts/stream", s.app.url))
-        .bearer_auth(&stranger)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(other.status(), StatusCode::OK);
+    let mut other = open_stream(&s.app, &stranger).await;
     post(&s, json!([fix(&ago(300), STATION, 10.0)])).await;
     let mut buf = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -775,15 +772,7 @@ async fn an_alert_change_is_stored_with_its_audit_entry_or_not_at_all(backend: B
 async fn a_revoked_officers_open_stream_ends_before_the_next_event(backend: Backend) {
     let s = setup(backend).await;
     exclusion_zone(&s, 0).await;
-    let mut resp = s
-        .app
-        .client
-        .get(format!("{}/v1/alerts/stream", s.app.url))
-        .bearer_auth(&s.officer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    let mut resp = open_stream(&s.app, &s.officer).await;
     let (st, v) = s
         .app
         .call(
