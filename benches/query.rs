@@ -1,7 +1,9 @@
 //! Lawful-query latency in process over a large store (issue #4): a 500 m / 24 h
 //! crime-scene query and a location-at-time query, each the whole audited path the API runs
 //! (begin, index reads, exact maths, id lookups, audit append, commit), on SQLite and
-//! PostgreSQL, with p50/p95/p99 printed beside criterion's estimates.
+//! PostgreSQL, with p50/p95/p99 printed beside criterion's estimates, and the same
+//! percentiles for each phase of the path (`cover`, `begin`, `read`, `maths`, `ids`,
+//! `audit`, `commit`), so a figure says where its milliseconds went.
 //!
 //! The dataset: 2,000 devices (one subject each), one fix a minute, London-wide random walks
 //! (90 % walking at ~1.3 m/s, 10 % in vehicles at ~8 m/s, whose minute-long segments are
@@ -27,7 +29,7 @@ use tagwatch::audit::chain::AuditDraft;
 use tagwatch::geodesy::{LatLon, LocalFrame};
 use tagwatch::query::at_time::location_at_time;
 use tagwatch::query::cells::{fix_cell, scene_cover};
-use tagwatch::query::scene::SceneQuery;
+use tagwatch::query::scene::{scene_matches_sparse, SceneQuery};
 use tagwatch::query::{QFix, QueryConfig};
 use tagwatch::store::{FixRow, NewSubject, Store};
 
@@ -241,41 +243,95 @@ fn draft(action: &str) -> AuditDraft {
     }
 }
 
+/// Time spent in each phase of the audited path, one sample per query.
+#[derive(Default)]
+struct Phases(Vec<(&'static str, Vec<Duration>)>);
+
+impl Phases {
+    /// Records the time since `*t` under `name` and restarts `*t`.
+    fn lap(&mut self, name: &'static str, t: &mut Instant) {
+        let now = Instant::now();
+        let d = now - *t;
+        *t = now;
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => v.push(d),
+            None => self.0.push((name, vec![d])),
+        }
+    }
+
+    fn report(self, backend: &str, what: &str) {
+        for (name, v) in self.0 {
+            let mean = v.iter().sum::<Duration>().as_secs_f64() * 1e3 / v.len() as f64;
+            eprintln!(
+                "[{backend}] {what} {name:>8}: mean {mean:.3} ms, {}",
+                percentiles(v)
+            );
+        }
+    }
+}
+
 /// The crime-scene path of `POST /v1/queries/crime-scene` after validation. Returns matches.
-async fn crime_scene(store: &Store, scene: &SceneQuery, cfg: &QueryConfig) -> usize {
+async fn crime_scene(
+    store: &Store,
+    scene: &SceneQuery,
+    cfg: &QueryConfig,
+    phases: &mut Phases,
+) -> usize {
+    let mut t = Instant::now();
     let cover = scene_cover(scene.center, scene.radius_m).unwrap();
+    phases.lap("cover", &mut t);
     let mut tx = store.begin_lawful().await.unwrap();
-    let matches = tx.scene_matches(&cover, scene, cfg).await.unwrap();
+    phases.lap("begin", &mut t);
+    let points = tx.scene_points(&cover, scene, cfg).await.unwrap();
+    phases.lap("read", &mut t);
+    let matches = scene_matches_sparse(&points, scene, cfg);
+    phases.lap("maths", &mut t);
     let devices: Vec<i64> = matches.iter().map(|m| m.device).collect();
     let subjects: Vec<i64> = matches.iter().map(|m| m.subject).collect();
     tx.device_ids(&devices).await.unwrap();
     tx.subject_ids(&subjects).await.unwrap();
+    phases.lap("ids", &mut t);
     let mut d = draft("query.crime_scene");
     d.result_count = matches.len() as i64;
     tx.append_audit(d).await.unwrap();
+    phases.lap("audit", &mut t);
     tx.commit().await.unwrap();
+    phases.lap("commit", &mut t);
     matches.len()
 }
 
 /// The path of `POST /v1/queries/location-at-time` after validation.
-async fn at_time(store: &Store, subject_pk: i64, at: i64, cfg: &QueryConfig) -> bool {
+async fn at_time(
+    store: &Store,
+    subject_pk: i64,
+    at: i64,
+    cfg: &QueryConfig,
+    phases: &mut Phases,
+) -> bool {
+    let mut t = Instant::now();
     let mut tx = store.begin_lawful().await.unwrap();
+    phases.lap("begin", &mut t);
     let rows = tx
         .at_time_fixes(subject_pk, at, cfg.max_gap_us())
         .await
         .unwrap();
+    phases.lap("read", &mut t);
     let fixes: Vec<QFix> = rows.iter().filter_map(FixRow::qfix).collect();
     let est = location_at_time(&fixes, at, cfg);
+    phases.lap("maths", &mut t);
     let pks: Vec<i64> = [est.before, est.after]
         .iter()
         .flatten()
         .map(|f| f.device)
         .collect();
     tx.device_ids(&pks).await.unwrap();
+    phases.lap("ids", &mut t);
     tx.append_audit(draft("query.location_at_time"))
         .await
         .unwrap();
+    phases.lap("audit", &mut t);
     tx.commit().await.unwrap();
+    phases.lap("commit", &mut t);
     est.lat.is_some()
 }
 
@@ -334,18 +390,21 @@ fn bench(c: &mut Criterion) {
         let mut matched = 0;
         let mut at_lat = Vec::with_capacity(SAMPLES);
         let mut located = 0;
+        let mut scene_phases = Phases::default();
+        let mut at_phases = Phases::default();
         rt.block_on(async {
             for _ in 0..SAMPLES {
                 let s = random_scene(&mut rng, &data);
                 let t = Instant::now();
-                matched += crime_scene(&data.store, &s, &cfg).await;
+                matched += crime_scene(&data.store, &s, &cfg, &mut scene_phases).await;
                 scene_lat.push(t.elapsed());
             }
             for _ in 0..SAMPLES {
                 let subject = data.subjects[rng.gen_range(0..data.subjects.len())];
                 let at = random_instant(&mut rng, &data);
                 let t = Instant::now();
-                located += usize::from(at_time(&data.store, subject, at, &cfg).await);
+                located +=
+                    usize::from(at_time(&data.store, subject, at, &cfg, &mut at_phases).await);
                 at_lat.push(t.elapsed());
             }
         });
@@ -365,13 +424,16 @@ fn bench(c: &mut Criterion) {
             SAMPLES
         );
 
+        scene_phases.report(data.backend, "crime-scene");
+        at_phases.report(data.backend, "location-at-time");
+
         let mut group = c.benchmark_group(format!("query/{backend}"));
         group.sample_size(50);
         let mut rng = StdRng::seed_from_u64(7);
         group.bench_function("crime_scene_500m_24h", |b| {
             b.iter(|| {
                 let s = random_scene(&mut rng, &data);
-                rt.block_on(crime_scene(&data.store, &s, &cfg))
+                rt.block_on(crime_scene(&data.store, &s, &cfg, &mut Phases::default()))
             })
         });
         let mut rng = StdRng::seed_from_u64(8);
@@ -379,7 +441,13 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let subject = data.subjects[rng.gen_range(0..data.subjects.len())];
                 let at = random_instant(&mut rng, &data);
-                rt.block_on(at_time(&data.store, subject, at, &cfg))
+                rt.block_on(at_time(
+                    &data.store,
+                    subject,
+                    at,
+                    &cfg,
+                    &mut Phases::default(),
+                ))
             })
         });
         group.finish();

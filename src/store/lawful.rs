@@ -28,9 +28,10 @@
 //!    time. PostgreSQL does all three in one statement (window functions for the islands
 //!    and for each fix's predecessor and successor) and returns only what
 //!    [`SceneBox::keeps`]: fixes near the scene and the ends of segments that pass near it.
-//!    SQLite's window functions cost far more than its reads, so there the islands and the
-//!    predecessors are computed here ([`chain_predecessors`]) and the box is left to the
-//!    matcher.
+//!    SQLite's window functions cost far more than its reads, so there the islands, the
+//!    predecessors and the box are computed here ([`merge_intervals`],
+//!    [`chain_predecessors`], [`keep_in_box`]) over rows read in place (see
+//!    [`super::sqlite_lawful`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -192,6 +193,30 @@ pub(super) fn chain_predecessors(rows: &mut [SceneRow]) {
     }
 }
 
+/// The rows of `rows` (sorted by device, then time, predecessors chained) that
+/// [`SceneBox::keeps`], judged with each row's neighbours on its device's loaded track: the
+/// same rule PostgreSQL's statement applies with `lag`/`lead`, so both stores hand the
+/// matcher the same subset.
+pub(super) fn keep_in_box(rows: &[SceneRow], bx: &SceneBox) -> Vec<SceneRow> {
+    let pos = |r: &SceneRow| (r.lat_e7, r.lon_e7);
+    let mut out = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        let neighbour = |j: Option<usize>| {
+            j.and_then(|j| rows.get(j))
+                .filter(|n| n.device_pk == r.device_pk)
+                .map(pos)
+        };
+        if bx.keeps(
+            neighbour(i.checked_sub(1)),
+            pos(r),
+            neighbour(i.checked_add(1)),
+        ) {
+            out.push(*r);
+        }
+    }
+    out
+}
+
 /// The bound values of one scene statement (see the module doc).
 pub(super) struct SceneLookup<'a> {
     pub fine: &'a [i64],
@@ -206,7 +231,7 @@ pub(super) struct SceneLookup<'a> {
 }
 
 /// One row of a scene statement.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq, sqlx::FromRow)]
 pub(super) struct SceneRow {
     pub device_pk: i64,
     pub ts: Micros,
@@ -280,6 +305,18 @@ impl LawfulTx {
         scene: &SceneQuery,
         cfg: &QueryConfig,
     ) -> Result<Vec<SceneMatch>> {
+        let points = self.scene_points(cover, scene, cfg).await?;
+        Ok(scene_matches_sparse(&points, scene, cfg))
+    }
+
+    /// The read half of [`LawfulTx::scene_matches`]: the fixes that can decide the scene,
+    /// each with its predecessor's time, in no particular order.
+    pub async fn scene_points(
+        &mut self,
+        cover: &SceneCover,
+        scene: &SceneQuery,
+        cfg: &QueryConfig,
+    ) -> Result<Vec<ScenePoint>> {
         let gap_us = cfg.max_gap_us();
         let q = SceneLookup {
             fine: &cover.fine,
@@ -292,8 +329,7 @@ impl LawfulTx {
             bx: SceneBox::around(scene),
         };
         let rows: Vec<SceneRow> = tx_dispatch!(self, scene_rows(&q))?;
-        let points: Vec<ScenePoint> = rows.into_iter().map(SceneRow::point).collect();
-        Ok(scene_matches_sparse(&points, scene, cfg))
+        Ok(rows.into_iter().map(SceneRow::point).collect())
     }
 
     /// One page of a subject's trail in `[from, to]`, oldest first, after the cursor
@@ -425,6 +461,42 @@ mod tests {
         // linked; they must be in one interval.
         let iv = merge_intervals(&[(1, 0), (1, 15 * MIN)], &[], gap);
         assert_eq!(iv, vec![(1, -5 * MIN, 20 * MIN)]);
+    }
+
+    #[test]
+    fn the_box_keeps_fixes_inside_it_and_both_ends_of_segments_that_cross_it() {
+        let bx = SceneBox {
+            lat_lo: 0,
+            lat_hi: 10,
+            lon_lo: 0,
+            lon_hi: 10,
+        };
+        let row = |device_pk: i64, ts: i64, lat_e7: i32, lon_e7: i32| SceneRow {
+            device_pk,
+            ts,
+            subject_pk: 1,
+            lat_e7,
+            lon_e7,
+            accuracy_m: None,
+            prev_ts: None,
+        };
+        let mut rows = vec![
+            row(1, 0, 100, 100),  // far, and so is its successor: dropped
+            row(1, 1, 100, -5),   // its segment to the next crosses the box: kept
+            row(1, 2, -100, 5),   // the other end of that segment: kept
+            row(1, 3, 5, 5),      // inside: kept
+            row(1, 4, 5, 100),    // segment from the fix inside: kept
+            row(2, 0, 5, -100),   // would cross the box from device 1's last fix: dropped
+            row(2, 1, 200, -200), // far: dropped
+        ];
+        chain_predecessors(&mut rows);
+        let kept: Vec<(i64, i64)> = keep_in_box(&rows, &bx)
+            .iter()
+            .map(|r| (r.device_pk, r.ts))
+            .collect();
+        assert_eq!(kept, vec![(1, 1), (1, 2), (1, 3), (1, 4)]);
+        // predecessors are those of the whole loaded track, not of the kept subset
+        assert_eq!(keep_in_box(&rows, &bx)[0].prev_ts, Some(0));
     }
 
     #[test]

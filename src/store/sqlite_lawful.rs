@@ -3,7 +3,15 @@
 //! and the retention purge.
 //!
 //! Variable-length key lists are bound as one JSON text and read with `json_each`, so each
-//! statement has a fixed text and stays in the statement cache.
+//! statement has a fixed text (and, through sqlx, stays in the statement cache).
+//!
+//! The reads that return many rows (a crime-scene lookup's hits and fixes, the ids of its
+//! matches) go through rusqlite on sqlx's own connection handle ([`on_handle`]), inside the
+//! audited transaction: sqlx-sqlite hands every row from its worker thread to the caller as
+//! a message of owned values, which cost several times SQLite's own read (on 10 M fixes, the
+//! ≈7 k index hits and ≈11 k fixes of a 500 m / 24 h scene took 29 ms to read through sqlx,
+//! 6 ms in place). Statements that return a handful of rows stay on sqlx, whose cached
+//! prepared statements are cheaper there than preparing afresh.
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,7 +19,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, SqliteConnection};
 
 use super::lawful::{
-    batch_ranges, chain_predecessors, long_segments, merge_intervals, stored_json,
+    batch_ranges, chain_predecessors, keep_in_box, long_segments, merge_intervals, stored_json,
     stored_subject_ids, AuditFilter, Pt, PurgeCounts, SceneLookup, SceneRow, SegRow, VERIFY_PAGE,
 };
 use super::sqlite::{fix, FIX_COLUMNS};
@@ -142,63 +150,115 @@ pub(super) async fn at_time_fixes(
     fixes(&rows)
 }
 
-/// The scene lookup on SQLite: the steps of [`super::lawful`]'s module doc, but with the
-/// islands and the predecessors computed here rather than by window functions, which
-/// SQLite evaluates an order of magnitude slower than the reads themselves (measured on
-/// 10 M fixes: 7,300 hits and 11,300 loaded fixes took 3 ms to read and 60 ms to window).
-/// Hits come back one row per device (`group_concat` of their times), loaded fixes with
-/// only the columns the maths needs; the [`SceneBox`](crate::query::scene::SceneBox)
-/// filter is left to the matcher, which is as cheap as filtering here.
+/// Runs `read` on `conn`'s own SQLite handle through rusqlite, inside whatever transaction
+/// `conn` has open (an audited read's `BEGIN IMMEDIATE`), so the read and its audit entry
+/// stay one transaction. Why: sqlx-sqlite steps statements on a worker thread and sends
+/// every row to the caller as a message of owned values, which costs far more than SQLite's
+/// own read for the thousands of rows of a scene lookup (see the README's benchmark notes);
+/// rusqlite reads them in place. `read` runs statements only and must not end the
+/// transaction (sqlx keeps its own count of it). It runs on the calling task's thread
+/// while it holds the handle, like the matching maths after it.
+///
+/// The only `unsafe` in the crate.
+async fn on_handle<T>(
+    conn: &mut SqliteConnection,
+    read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+) -> Result<T> {
+    let mut locked = conn.lock_handle().await?;
+    let raw = locked.as_raw_handle();
+    // SAFETY: `raw` is the open handle of `conn`, and while `locked` lives sqlx's worker
+    // thread makes no call on it or on its statements (that is `lock_handle`'s contract),
+    // so this thread is its only user. `from_handle` does not take ownership: dropping
+    // `db` finalizes the statements prepared through it and leaves the handle open and its
+    // hooks in place (rusqlite 0.32 without its `hooks` feature). `db` is dropped below,
+    // before `locked`, so no statement outlives the lock. rusqlite and sqlx link the same
+    // `libsqlite3-sys` (Cargo allows one crate with `links = "sqlite3"`), hence the same
+    // SQLite library and the same `sqlite3` type.
+    #[allow(unsafe_code)]
+    let db = unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) };
+    let out = db.and_then(|db| {
+        let out = read(&db);
+        drop(db);
+        out
+    });
+    out.map_err(|e| {
+        match e {
+            // the handle's own error, so that `StoreError::is_unavailable` sees the extended
+            // result code (a full disk or an I/O error is 503, as on every other path)
+            rusqlite::Error::SqliteFailure(..) => match locked.last_error() {
+                Some(db_err) => sqlx::Error::Database(Box::new(db_err)),
+                None => sqlx::Error::Protocol(e.to_string()),
+            },
+            other => sqlx::Error::Decode(Box::new(other)),
+        }
+        .into()
+    })
+}
+
+/// The scene lookup on SQLite: the steps of [`super::lawful`]'s module doc, with the
+/// islands, the predecessors and the box filter computed here rather than by window
+/// functions, which SQLite evaluates an order of magnitude slower than the reads
+/// themselves (measured on 10 M fixes: 7,300 hits and 11,300 loaded fixes took 3 ms to
+/// read and 60 ms to window). Read through rusqlite ([`on_handle`]); only the columns the
+/// maths needs.
 pub(super) async fn scene_rows(
     conn: &mut SqliteConnection,
     q: &SceneLookup<'_>,
 ) -> Result<Vec<SceneRow>> {
-    let grouped: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT device_pk, group_concat(ts) FROM fixes \
-         WHERE cell IN (SELECT value FROM json_each(?1)) AND ts BETWEEN ?2 AND ?3 \
-         GROUP BY device_pk",
-    )
-    .bind(json_list(&q.fine))
-    .bind(q.lo)
-    .bind(q.hi)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut hits: Vec<(i64, Micros)> = Vec::new();
-    for (device_pk, times) in &grouped {
-        for t in times.split(',') {
-            let ts = t
-                .parse::<i64>()
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-            hits.push((*device_pk, ts));
+    let (fine, coarse) = (json_list(&q.fine), json_list(&q.coarse));
+    on_handle(conn, |db| {
+        let mut hits: Vec<(i64, Micros)> = Vec::new();
+        let mut st = db.prepare(
+            "SELECT device_pk, ts FROM fixes \
+             WHERE cell IN (SELECT value FROM json_each(?1)) AND ts BETWEEN ?2 AND ?3",
+        )?;
+        let mut rows = st.query(rusqlite::params![fine, q.lo, q.hi])?;
+        while let Some(r) = rows.next()? {
+            hits.push((r.get(0)?, r.get(1)?));
         }
-    }
-    let segments: Vec<(i64, Micros, Micros)> = sqlx::query_as(
-        "SELECT device_pk, t0, t1 FROM fix_segments \
-         WHERE cell IN (SELECT value FROM json_each(?1)) AND t0 BETWEEN ?2 AND ?3 AND t1 >= ?4",
-    )
-    .bind(json_list(&q.coarse))
-    .bind(q.lo)
-    .bind(q.to)
-    .bind(q.from)
-    .fetch_all(&mut *conn)
-    .await?;
-    if hits.is_empty() && segments.is_empty() {
-        return Ok(Vec::new());
-    }
-    let intervals = merge_intervals(&hits, &segments, q.gap_us);
-    let mut rows: Vec<SceneRow> = sqlx::query_as(
-        "SELECT g.device_pk, g.ts, g.subject_pk, g.lat_e7, g.lon_e7, g.accuracy_m, NULL AS prev_ts \
-         FROM json_each(?1) AS j CROSS JOIN fixes g \
-         WHERE g.device_pk = json_extract(j.value, '$[0]') \
-           AND g.ts BETWEEN json_extract(j.value, '$[1]') AND json_extract(j.value, '$[2]') \
-           AND g.lat_e7 IS NOT NULL AND g.lon_e7 IS NOT NULL AND g.subject_pk IS NOT NULL \
-         ORDER BY g.device_pk, g.ts",
-    )
-    .bind(json_list(&intervals))
-    .fetch_all(&mut *conn)
-    .await?;
-    chain_predecessors(&mut rows);
-    Ok(rows)
+        let mut segments: Vec<(i64, Micros, Micros)> = Vec::new();
+        let mut st = db.prepare(
+            "SELECT device_pk, t0, t1 FROM fix_segments \
+             WHERE cell IN (SELECT value FROM json_each(?1)) AND t0 BETWEEN ?2 AND ?3 AND t1 >= ?4",
+        )?;
+        let mut rows = st.query(rusqlite::params![coarse, q.lo, q.to, q.from])?;
+        while let Some(r) = rows.next()? {
+            segments.push((r.get(0)?, r.get(1)?, r.get(2)?));
+        }
+        if hits.is_empty() && segments.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One statement for all intervals: a statement whose range bounds are bound
+        // parameters is planned again at its first step after each new binding (SQLite's
+        // STAT4 re-preparation), which cost more than the rows when it ran per interval.
+        let intervals = json_list(&merge_intervals(&hits, &segments, q.gap_us));
+        let mut out: Vec<SceneRow> = Vec::new();
+        let mut st = db.prepare(
+            "SELECT g.device_pk, g.ts, g.subject_pk, g.lat_e7, g.lon_e7, g.accuracy_m \
+             FROM json_each(?1) AS j CROSS JOIN fixes g \
+             WHERE g.device_pk = json_extract(j.value, '$[0]') \
+               AND g.ts BETWEEN json_extract(j.value, '$[1]') AND json_extract(j.value, '$[2]') \
+               AND g.lat_e7 IS NOT NULL AND g.lon_e7 IS NOT NULL AND g.subject_pk IS NOT NULL",
+        )?;
+        let mut rows = st.query([intervals])?;
+        while let Some(r) = rows.next()? {
+            out.push(SceneRow {
+                device_pk: r.get(0)?,
+                ts: r.get(1)?,
+                subject_pk: r.get(2)?,
+                lat_e7: r.get(3)?,
+                lon_e7: r.get(4)?,
+                accuracy_m: r.get::<_, Option<f64>>(5)?.map(|v| v as f32),
+                prev_ts: None,
+            });
+        }
+        // already in this order when SQLite walks the intervals in array order (it does, but
+        // does not promise it); sorting sorted rows is one pass
+        out.sort_unstable_by_key(|r| (r.device_pk, r.ts));
+        chain_predecessors(&mut out);
+        Ok(keep_in_box(&out, &q.bx))
+    })
+    .await
 }
 
 pub(super) async fn trail_page(
@@ -227,28 +287,44 @@ pub(super) async fn trail_page(
     fixes(&rows)
 }
 
+/// External ids by store key, read through rusqlite ([`on_handle`]): a crime-scene answer
+/// names a hundred devices and subjects, and through sqlx each row costs a message.
+async fn ids(
+    conn: &mut SqliteConnection,
+    sql: &'static str,
+    pks: &[i64],
+) -> Result<HashMap<i64, String>> {
+    let keys = json_list(&pks);
+    on_handle(conn, |db| {
+        let mut st = db.prepare(sql)?;
+        let rows = st.query_map([keys], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    })
+    .await
+}
+
 pub(super) async fn device_ids(
     conn: &mut SqliteConnection,
     pks: &[i64],
 ) -> Result<HashMap<i64, String>> {
-    let rows: Vec<(i64, String)> =
-        sqlx::query_as("SELECT pk, id FROM devices WHERE pk IN (SELECT value FROM json_each(?))")
-            .bind(json_list(&pks))
-            .fetch_all(conn)
-            .await?;
-    Ok(rows.into_iter().collect())
+    ids(
+        conn,
+        "SELECT pk, id FROM devices WHERE pk IN (SELECT value FROM json_each(?1))",
+        pks,
+    )
+    .await
 }
 
 pub(super) async fn subject_ids(
     conn: &mut SqliteConnection,
     pks: &[i64],
 ) -> Result<HashMap<i64, String>> {
-    let rows: Vec<(i64, String)> =
-        sqlx::query_as("SELECT pk, id FROM subjects WHERE pk IN (SELECT value FROM json_each(?))")
-            .bind(json_list(&pks))
-            .fetch_all(conn)
-            .await?;
-    Ok(rows.into_iter().collect())
+    ids(
+        conn,
+        "SELECT pk, id FROM subjects WHERE pk IN (SELECT value FROM json_each(?1))",
+        pks,
+    )
+    .await
 }
 
 /// Appends in the caller's transaction, which already holds SQLite's write lock
