@@ -84,6 +84,17 @@ async fn post(s: &Setup, pings: Value) {
     assert!(v["rejected"].as_array().unwrap().is_empty(), "{v}");
 }
 
+/// The officer acknowledges alert `id` with the note "seen".
+async fn acknowledge(s: &Setup, id: i64) -> (StatusCode, Value) {
+    s.app
+        .post(
+            &format!("/v1/alerts/{id}/acknowledge"),
+            &s.officer,
+            json!({"note": "seen"}),
+        )
+        .await
+}
+
 /// Polls the alert list until `done` holds (evaluation runs after the ack).
 async fn alerts_until(app: &TestApp, token: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
     let mut last = vec![];
@@ -139,14 +150,7 @@ async fn an_exclusion_breach_opens_ends_and_is_closed_by_its_officer(backend: Ba
     assert_eq!(d["evidence"].as_array().unwrap().len(), 2, "{d}");
     assert!((d["evidence"][0]["lat"].as_f64().unwrap() - STATION.0).abs() < 1e-6);
 
-    let (st, d) = s
-        .app
-        .post(
-            &format!("/v1/alerts/{id}/acknowledge"),
-            &s.officer,
-            json!({"note": "seen"}),
-        )
-        .await;
+    let (st, d) = acknowledge(&s, id).await;
     assert_eq!(
         (st, d["status"].as_str()),
         (StatusCode::OK, Some("acknowledged"))
@@ -730,14 +734,7 @@ async fn an_alert_change_is_stored_with_its_audit_entry_or_not_at_all(backend: B
     let id = alerts[0]["id"].as_i64().unwrap();
 
     refuse_audit(&s.app, backend, "alert.acknowledge").await;
-    let (st, v) = s
-        .app
-        .post(
-            &format!("/v1/alerts/{id}/acknowledge"),
-            &s.officer,
-            json!({"note": "seen"}),
-        )
-        .await;
+    let (st, v) = acknowledge(&s, id).await;
     assert!(st.is_server_error(), "{st} {v}");
     let (_, d) = s.app.get(&format!("/v1/alerts/{id}"), &s.officer).await;
     assert_eq!(
@@ -751,14 +748,7 @@ async fn an_alert_change_is_stored_with_its_audit_entry_or_not_at_all(backend: B
         .all(|e| e["kind"] != "acknowledged"));
 
     allow_audit(&s.app, backend).await;
-    let (st, d) = s
-        .app
-        .post(
-            &format!("/v1/alerts/{id}/acknowledge"),
-            &s.officer,
-            json!({"note": "seen"}),
-        )
-        .await;
+    let (st, d) = acknowledge(&s, id).await;
     assert_eq!(
         (st, d["status"].as_str()),
         (StatusCode::OK, Some("acknowledged"))
