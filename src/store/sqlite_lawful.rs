@@ -157,7 +157,10 @@ pub(super) async fn at_time_fixes(
 /// own read for the thousands of rows of a scene lookup (see the README's benchmark notes);
 /// rusqlite reads them in place. `read` runs statements only and must not end the
 /// transaction (sqlx keeps its own count of it). It runs on the calling task's thread
-/// while it holds the handle, like the matching maths after it.
+/// while it holds the handle; on a multi-threaded runtime (the server's) that thread is
+/// first handed over as a blocking one ([`tokio::task::block_in_place`]), so a read of
+/// several milliseconds does not hold up the other tasks queued on it (ingest
+/// acknowledgements, the alert stream).
 ///
 /// The only `unsafe` in the crate.
 async fn on_handle<T>(
@@ -176,11 +179,17 @@ async fn on_handle<T>(
     // SQLite library and the same `sqlite3` type.
     #[allow(unsafe_code)]
     let db = unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) };
-    let out = db.and_then(|db| {
-        let out = read(&db);
-        drop(db);
-        out
-    });
+    let run = || {
+        db.and_then(|db| {
+            let out = read(&db);
+            drop(db);
+            out
+        })
+    };
+    let out = match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(run),
+        _ => run(),
+    };
     out.map_err(|e| {
         match e {
             // the handle's own error, so that `StoreError::is_unavailable` sees the extended
