@@ -173,34 +173,18 @@ async fn writer(
         metrics.commit_rows.observe(group.len() as f64);
         // The queue slots are returned (and the gauge set) before anyone is answered, so a
         // client that has its acknowledgement never sees its own fixes still queued.
-        let (acks, answer): (Vec<_>, Result<Vec<Vec<bool>>, IngestError>) = match &result {
-            Ok(inserted) => (
-                jobs.into_iter().map(|j| j.ack).collect(),
-                Ok(slots
-                    .iter()
-                    .map(|s| {
-                        s.iter()
-                            .map(|slot| slot.is_some_and(|i| inserted[i]))
-                            .collect()
-                    })
-                    .collect()),
-            ),
-            Err(e) => {
-                tracing::error!(error = %e, rows = group.len(), "group commit failed");
-                (
-                    jobs.into_iter().map(|j| j.ack).collect(),
-                    Err(IngestError::Unavailable(e.to_string())),
-                )
-            }
-        };
+        let acks: Vec<_> = jobs.into_iter().map(|j| j.ack).collect();
         depth.update();
-        match answer {
-            Ok(flags) => {
-                for (ack, f) in acks.into_iter().zip(flags) {
-                    let _ = ack.send(Ok(f));
+        match &result {
+            Ok(inserted) => {
+                for (ack, s) in acks.into_iter().zip(&slots) {
+                    let flags = s.iter().map(|slot| slot.is_some_and(|i| inserted[i]));
+                    let _ = ack.send(Ok(flags.collect()));
                 }
             }
-            Err(err) => {
+            Err(e) => {
+                tracing::error!(error = %e, rows = group.len(), "group commit failed");
+                let err = IngestError::Unavailable(e.to_string());
                 for ack in acks {
                     let _ = ack.send(Err(err.clone()));
                 }
