@@ -82,7 +82,8 @@ impl Writes {
     /// Commits what is written so far (and announces it); later writes begin a new
     /// transaction. Called before reading through the pool: a transaction held while
     /// waiting for another pooled connection can deadlock with requests that hold the
-    /// other connections while they wait for SQLite's write lock.
+    /// other connections while they wait for SQLite's write lock. After it, pool reads
+    /// also see everything this evaluation wrote.
     async fn flush(&mut self, inner: &Inner) -> Result<(), StoreError> {
         if let Some(tx) = self.tx.take() {
             tx.commit().await?;
@@ -331,8 +332,8 @@ impl Monitor {
             };
             let episodes = slot.engine.replay(&history, &ctx);
             let first = history.first().map(|f| f.ts_us).unwrap_or(from);
+            let stored = store.device_alerts_since(d.pk, first).await?;
             let mut w = Writes::new();
-            let stored = w.tx(store).await?.device_alerts_since(d.pk, first).await?;
             let open_comms = stored
                 .iter()
                 .find(|a| a.alert_type == "comms_loss" && a.ended_at.is_none())
@@ -590,9 +591,9 @@ impl Monitor {
                         .map(eval_fix)
                         .collect();
                     let episodes = slot.engine.replay(&history, &ctx);
-                    let stored = w
-                        .tx(&self.inner.store)
-                        .await?
+                    let stored = self
+                        .inner
+                        .store
                         .device_alerts_since(device_pk, from_us)
                         .await?;
                     self.reconcile_and_persist(&mut w, device_pk, slot, &stored, &episodes, true)

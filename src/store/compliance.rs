@@ -391,6 +391,27 @@ impl Store {
         })
     }
 
+    /// A device's alerts that are not withdrawn and touch `[from, ∞)`: what a replay from
+    /// `from` may confirm, change or withdraw.
+    pub async fn device_alerts_since(&self, device_pk: i64, from: Micros) -> Result<Vec<AlertRow>> {
+        let q = sql(
+            self,
+            "SELECT * FROM alerts WHERE device_pk = ? AND status <> 'withdrawn' \
+             AND (ended_at IS NULL OR ended_at >= ?) ORDER BY id",
+        );
+        with_pool!(self, |pool| {
+            let rows = sqlx::query(&q)
+                .bind(device_pk)
+                .bind(from)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows
+                .iter()
+                .map(alert_row)
+                .collect::<std::result::Result<_, _>>()?)
+        })
+    }
+
     /// Alerts newest first, filtered.
     pub async fn list_alerts(&self, f: &AlertFilter) -> Result<Vec<AlertRow>> {
         let q = sql(
@@ -579,31 +600,6 @@ impl LawfulTx {
         with_tx!(self, |conn| {
             let r = sqlx::query(&q).bind(id).fetch_optional(&mut *conn).await?;
             Ok(r.as_ref().map(alert_row).transpose()?)
-        })
-    }
-
-    /// A device's alerts that are not withdrawn and touch `[from, ∞)`: what a replay from
-    /// `from` may confirm, change or withdraw.
-    pub async fn device_alerts_since(
-        &mut self,
-        device_pk: i64,
-        from: Micros,
-    ) -> Result<Vec<AlertRow>> {
-        let q = tx_sql(
-            self,
-            "SELECT * FROM alerts WHERE device_pk = ? AND status <> 'withdrawn' \
-             AND (ended_at IS NULL OR ended_at >= ?) ORDER BY id",
-        );
-        with_tx!(self, |conn| {
-            let rows = sqlx::query(&q)
-                .bind(device_pk)
-                .bind(from)
-                .fetch_all(&mut *conn)
-                .await?;
-            Ok(rows
-                .iter()
-                .map(alert_row)
-                .collect::<std::result::Result<_, _>>()?)
         })
     }
 }
