@@ -535,8 +535,18 @@ impl ZoneIndex {
 
     /// This index with `def` added, or replacing the zone of the same id: the other zones'
     /// prepared geometry is reused, so a zone change costs one zone's preparation plus an
-    /// R-tree bulk load, not a reload of every zone.
-    pub fn with_zone(&self, def: ZoneDef) -> Self {
+    /// R-tree bulk load, not a reload of every zone. Zones are ended, never reopened, so an
+    /// end already in the index is kept when `def` (a read that may have raced the ending)
+    /// has none or a later one.
+    pub fn with_zone(&self, mut def: ZoneDef) -> Self {
+        if let Some(ended) = self
+            .defs
+            .iter()
+            .find(|d| d.id == def.id)
+            .and_then(|d| d.valid_to_us)
+        {
+            def.valid_to_us = Some(def.valid_to_us.map_or(ended, |t| t.min(ended)));
+        }
         let mut parts: Vec<Part> = (0..self.defs.len())
             .filter(|&i| self.defs[i].id != def.id)
             .map(|i| Part {
@@ -819,6 +829,8 @@ pub(crate) mod tests {
         let mut moved = zones[70].clone();
         moved.shape = zones[3].shape.clone();
         idx = idx.with_zone(ended.clone()).with_zone(moved.clone());
+        // a stale read of the ended zone (no end yet) does not reopen it
+        idx = idx.with_zone(zones[10].clone());
         let mut all = zones.clone();
         all[10] = ended;
         all[70] = moved;
