@@ -25,6 +25,7 @@ on_both_stores!(
     the_engine_ending_an_acknowledged_alert_keeps_the_officers_review,
     an_alert_change_is_stored_with_its_audit_entry_or_not_at_all,
     a_revoked_officers_open_stream_ends_before_the_next_event,
+    concurrent_acknowledgements_of_one_alert_succeed_once,
 );
 
 const HOME: (f64, f64) = (51.5450, -0.1030); // Islington
@@ -785,4 +786,48 @@ async fn a_revoked_officers_open_stream_ends_before_the_next_event(backend: Back
         }
     }
     assert!(!seen.contains("event: alert"), "{seen}");
+}
+
+/// The review precondition (only an open alert is acknowledged) is checked on the alert as
+/// read inside the writing transaction: of several officers' clicks at once, one wins and
+/// the others are told 409, with one event and one audit entry.
+async fn concurrent_acknowledgements_of_one_alert_succeed_once(backend: Backend) {
+    let s = setup(backend).await;
+    exclusion_zone(&s, 0).await;
+    post(
+        &s,
+        json!([fix(&ago(300), HOME, 10.0), fix(&ago(200), STATION, 10.0)]),
+    )
+    .await;
+    let alerts = alerts_until(&s.app, &s.officer, |a| a.len() == 1).await;
+    let id = alerts[0]["id"].as_i64().unwrap();
+    let clicks = (0..8).map(|_| acknowledge(&s, id));
+    let statuses: Vec<StatusCode> = futures::future::join_all(clicks)
+        .await
+        .into_iter()
+        .map(|(st, _)| st)
+        .collect();
+    let ok = statuses.iter().filter(|st| **st == StatusCode::OK).count();
+    let conflict = statuses
+        .iter()
+        .filter(|st| **st == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((ok, conflict), (1, 7), "{statuses:?}");
+    let (_, d) = s.app.get(&format!("/v1/alerts/{id}"), &s.officer).await;
+    let acks = d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "acknowledged")
+        .count();
+    assert_eq!(acks, 1, "{d}");
+    let (_, auditor) = s.app.user("auditor", "auditor").await;
+    let (_, log) = s.app.get("/v1/audit?limit=1000", &auditor).await;
+    let entries = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "alert.acknowledge")
+        .count();
+    assert_eq!(entries, 1);
 }

@@ -399,22 +399,26 @@ async fn acknowledge(
     Path(id): Path<i64>,
     JsonBody(body): JsonBody<AckIn>,
 ) -> Result<Json<AlertDetail>, ApiError> {
-    let (mut row, dir) = visible_alert(&state, &caller, id).await?;
-    if row.status != "open" {
-        return Err(ApiError::Conflict(format!(
-            "alert is {}, only an open alert can be acknowledged",
-            row.status
-        )));
-    }
-    row.status = "acknowledged".into();
-    if body.note.is_some() {
-        row.note = body.note;
-    }
+    let (row, dir) = visible_alert(&state, &caller, id).await?;
+    let change = |a: &mut AlertRow| {
+        if a.status != "open" {
+            return Err(ApiError::Conflict(format!(
+                "alert is {}, only an open alert can be acknowledged",
+                a.status
+            )));
+        }
+        a.status = "acknowledged".into();
+        if body.note.is_some() {
+            a.note = body.note;
+        }
+        Ok(())
+    };
     review(
         &state,
         &caller,
         &dir,
         row,
+        change,
         "acknowledged",
         "alert.acknowledge",
     )
@@ -433,42 +437,51 @@ async fn close(
     Path(id): Path<i64>,
     JsonBody(body): JsonBody<CloseIn>,
 ) -> Result<Json<AlertDetail>, ApiError> {
-    let (mut row, dir) = visible_alert(&state, &caller, id).await?;
+    let (row, dir) = visible_alert(&state, &caller, id).await?;
     if !OUTCOMES.contains(&body.outcome.as_str()) {
         return Err(ApiError::Unprocessable(format!(
             "outcome must be one of {}",
             OUTCOMES.join(", ")
         )));
     }
-    if row.status == "closed" || row.status == "withdrawn" {
-        return Err(ApiError::Conflict(format!(
-            "alert is already {}",
-            row.status
-        )));
-    }
-    row.status = "closed".into();
-    row.outcome = Some(body.outcome);
-    row.note = Some(body.note);
-    review(&state, &caller, &dir, row, "closed", "alert.close").await
+    let change = |a: &mut AlertRow| {
+        if a.status == "closed" || a.status == "withdrawn" {
+            return Err(ApiError::Conflict(format!("alert is already {}", a.status)));
+        }
+        a.status = "closed".into();
+        a.outcome = Some(body.outcome);
+        a.note = Some(body.note);
+        Ok(())
+    };
+    review(&state, &caller, &dir, row, change, "closed", "alert.close").await
 }
 
-/// Stores an officer's review change (`row` as changed) with its event and its audit entry
-/// in one transaction, announces it, and answers with the alert's detail. The evidence is
-/// read first: the entry counts the fixes the answer discloses.
+/// Stores an officer's review change with its event and its audit entry in one
+/// transaction, announces it, and answers with the alert's detail. `change` checks its
+/// precondition (409 otherwise) and sets the review fields on the alert as read inside the
+/// transaction, locked against other writers, so two officers (or an officer and the
+/// engine's withdrawal) cannot both act on the same earlier state. The evidence is read
+/// first, from `seen`: the entry counts the fixes the answer discloses.
 async fn review(
     state: &AppState,
     caller: &Principal,
     dir: &Directory,
-    mut row: AlertRow,
+    seen: AlertRow,
+    change: impl FnOnce(&mut AlertRow) -> Result<(), ApiError>,
     kind: &'static str,
     action: &str,
 ) -> Result<Json<AlertDetail>, ApiError> {
-    row.updated_at = time::now_micros();
-    let evidence = evidence(state, &row).await?;
-    let entry = audit_draft(caller, action, &dir.alert(&row), evidence.len() as i64);
+    let evidence = evidence(state, &seen).await?;
     let mut tx = state.store.begin_lawful().await?;
+    let mut row = tx
+        .alert(seen.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("alert"))?;
+    change(&mut row)?;
+    row.updated_at = time::now_micros();
     tx.update_alert(&row, AlertFields::Review, kind, Some(caller.user_id))
         .await?;
+    let entry = audit_draft(caller, action, &dir.alert(&row), evidence.len() as i64);
     tx.append_audit(entry).await?;
     tx.commit().await?;
     state.monitor.announce(kind, row.clone());

@@ -595,10 +595,17 @@ impl LawfulTx {
         })
     }
 
+    /// The alert, locked against other writers until this transaction ends: PostgreSQL
+    /// takes the row lock (`FOR UPDATE`); on SQLite the transaction's `BEGIN IMMEDIATE`
+    /// already holds the only write lock. Read here, a change's precondition still holds
+    /// when the change is written.
     pub async fn alert(&mut self, id: i64) -> Result<Option<AlertRow>> {
-        let q = tx_sql(self, "SELECT * FROM alerts WHERE id = ?");
+        let q = match self {
+            LawfulTx::Sqlite(_) => "SELECT * FROM alerts WHERE id = ?",
+            LawfulTx::Postgres(_) => "SELECT * FROM alerts WHERE id = $1 FOR UPDATE",
+        };
         with_tx!(self, |conn| {
-            let r = sqlx::query(&q).bind(id).fetch_optional(&mut *conn).await?;
+            let r = sqlx::query(q).bind(id).fetch_optional(&mut *conn).await?;
             Ok(r.as_ref().map(alert_row).transpose()?)
         })
     }
