@@ -31,7 +31,7 @@ use tagwatch::query::at_time::location_at_time;
 use tagwatch::query::cells::{fix_cell, scene_cover};
 use tagwatch::query::scene::{scene_matches_sparse, SceneQuery};
 use tagwatch::query::{QFix, QueryConfig};
-use tagwatch::store::{FixRow, NewSubject, Store};
+use tagwatch::store::{FixRow, NewSubject, Store, Upkeep};
 
 const DEVICES: usize = 2_000;
 const MINUTE_US: i64 = 60_000_000;
@@ -198,6 +198,9 @@ async fn build(store: &Store, backend: &str, minutes: i64) {
             }
         }
         store.insert_fixes(&batch).await.unwrap();
+        // what the server's ingest writer does between groups (SQLite: compaction of the
+        // ingest log's tail, once due)
+        while store.maintain().await.unwrap() != Upkeep::Idle {}
         minute += BATCH_MINUTES;
         if minute % (BATCH_MINUTES * 200) == 0 {
             eprintln!(
@@ -207,6 +210,8 @@ async fn build(store: &Store, backend: &str, minutes: i64) {
             );
         }
     }
+    // the queries below read the table (the tail they would merge is empty)
+    store.compact_all().await.unwrap();
     // planner statistics, as an operator would have after autovacuum / `PRAGMA optimize`
     match store {
         Store::Sqlite(s) => {

@@ -47,7 +47,7 @@ impl Running {
 /// Opens the store and builds the shared state (no listener yet).
 pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     settings.validate()?;
-    let store = Store::connect(&settings.database_url)
+    let store = Store::connect_with(&settings.database_url, &settings.store_options())
         .await
         .with_context(|| format!("opening the {} store", backend_name(&settings.database_url)))?;
     let registry = Registry::load(&store.users().await?, &store.devices().await?);

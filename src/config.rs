@@ -46,6 +46,11 @@ pub struct Settings {
     /// Pings that may wait for the store at once; past it ingest answers 429.
     #[arg(long, env = "TAGWATCH_QUEUE_PINGS", default_value_t = 200_000)]
     pub queue_pings: usize,
+    /// SQLite: acknowledged fixes held in the ingest log's tail (in memory, and durable in
+    /// the log) before they are compacted into the fixes table. Larger amortises more
+    /// (more fixes per device per page written) for more memory (~150 bytes a fix).
+    #[arg(long, env = "TAGWATCH_COMPACT_ROWS", default_value_t = crate::store::DEFAULT_COMPACT_ROWS)]
+    pub compact_rows: usize,
     /// Optional map tile URL template for the web console (borough outlines otherwise).
     #[arg(long, env = "TAGWATCH_TILE_URL")]
     pub tile_url: Option<String>,
@@ -74,6 +79,7 @@ impl Settings {
             max_body_bytes: 16 * 1024 * 1024,
             max_batch: 10_000,
             queue_pings: 200_000,
+            compact_rows: crate::store::DEFAULT_COMPACT_ROWS,
             tile_url: None,
         }
     }
@@ -115,6 +121,12 @@ impl Settings {
                     .into(),
             });
         }
+        if self.compact_rows == 0 {
+            return Err(InvalidSetting {
+                name: "compact-rows",
+                reason: "must be positive".into(),
+            });
+        }
         if !(self.database_url.starts_with("sqlite:")
             || self.database_url.starts_with("postgres://")
             || self.database_url.starts_with("postgresql://"))
@@ -125,6 +137,13 @@ impl Settings {
             });
         }
         Ok(())
+    }
+
+    /// What the store is opened with.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            compact_rows: self.compact_rows,
+        }
     }
 
     /// The address to bind; `:0` means any free port on loopback.

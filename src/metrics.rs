@@ -22,6 +22,7 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     pub commit_seconds: Histogram,
     pub commit_rows: Histogram,
+    pub upkeep_seconds: Histogram,
     pub evaluation_seconds: Histogram,
     pub alerts_opened: Family<AlertLabels, Counter>,
     registry: std::sync::Arc<Registry>,
@@ -44,6 +45,7 @@ impl Metrics {
             // 50 µs … ~3 s
             commit_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 17)),
             commit_rows: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
+            upkeep_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 17)),
             // 100 ns … ~0.1 s
             evaluation_seconds: Histogram::new(exponential_buckets(0.000_000_1, 2.0, 20)),
             alerts_opened: Family::default(),
@@ -78,6 +80,11 @@ impl Metrics {
             "store_commit_rows",
             "Fixes per group commit",
             m.commit_rows.clone(),
+        );
+        r.register(
+            "store_upkeep_seconds",
+            "Latency of one step of store upkeep between group commits (SQLite: moving part of the ingest log's tail into its table)",
+            m.upkeep_seconds.clone(),
         );
         r.register(
             "evaluation_seconds",

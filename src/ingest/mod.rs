@@ -23,7 +23,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::Metrics;
-use crate::store::{FixRow, Store};
+use crate::store::{FixRow, Store, Upkeep};
 
 /// Fixes per transaction, at most: large enough to amortise the fsync, small enough that a
 /// commit stays in the low milliseconds.
@@ -134,7 +134,32 @@ async fn writer(
     committed: Option<mpsc::Sender<Committed>>,
 ) {
     let metrics = &depth.metrics;
-    while let Some(first) = rx.recv().await {
+    // Store upkeep (SQLite: compaction of the ingest log's tail) runs one step after each
+    // group; while steps are waiting and no request is queued, they run back to back; when
+    // nothing is waiting, the writer looks again once a second.
+    let mut upkeep_waiting = false;
+    loop {
+        let first = if upkeep_waiting {
+            match rx.try_recv() {
+                Ok(job) => job,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    upkeep_waiting = upkeep(&store, metrics).await;
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        } else {
+            tokio::select! {
+                job = rx.recv() => match job {
+                    Some(job) => job,
+                    None => break,
+                },
+                () = tokio::time::sleep(UPKEEP_IDLE) => {
+                    upkeep_waiting = upkeep(&store, metrics).await;
+                    continue;
+                }
+            }
+        };
         let mut n = first.rows.len();
         let mut jobs = vec![first];
         while n < GROUP_MAX_ROWS {
@@ -199,6 +224,29 @@ async fn writer(
             if !rows.is_empty() && c.send(Committed { rows }).await.is_err() {
                 tracing::warn!("engine stopped; committed fixes are stored but not evaluated");
             }
+        }
+        upkeep_waiting = upkeep(&store, metrics).await;
+    }
+}
+
+/// How often an idle writer checks whether store upkeep is due.
+const UPKEEP_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// One step of store upkeep; true when more steps wait. A failure is logged and retried
+/// later: what upkeep moves stays readable and durable where it is.
+async fn upkeep(store: &Store, metrics: &Metrics) -> bool {
+    let started = Instant::now();
+    match store.maintain().await {
+        Ok(Upkeep::Idle) => false,
+        Ok(Upkeep::Step { more }) => {
+            metrics
+                .upkeep_seconds
+                .observe(started.elapsed().as_secs_f64());
+            more
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "store upkeep failed; will retry");
+            false
         }
     }
 }

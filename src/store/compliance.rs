@@ -61,7 +61,7 @@ macro_rules! with_pool {
 macro_rules! with_tx {
     ($tx:expr, |$conn:ident| $body:expr) => {
         match $tx {
-            LawfulTx::Sqlite(t) => {
+            LawfulTx::Sqlite(t, ..) => {
                 let $conn = &mut **t;
                 $body
             }
@@ -267,6 +267,21 @@ impl Store {
         })
     }
 
+    /// One subject's zones (ended ones included), newest first.
+    pub async fn subject_zones(&self, subject_pk: i64) -> Result<Vec<ZoneRow>> {
+        let q = sql(
+            self,
+            "SELECT * FROM zones WHERE subject_pk = ? ORDER BY id DESC",
+        );
+        with_pool!(self, |pool| {
+            let rows = sqlx::query(&q).bind(subject_pk).fetch_all(pool).await?;
+            Ok(rows
+                .iter()
+                .map(zone_row)
+                .collect::<std::result::Result<_, _>>()?)
+        })
+    }
+
     pub async fn zone(&self, id: i64) -> Result<Option<ZoneRow>> {
         let q = sql(self, "SELECT * FROM zones WHERE id = ?");
         with_pool!(self, |pool| {
@@ -452,12 +467,18 @@ impl Store {
             self,
             "SELECT ts, received_at FROM fixes WHERE device_pk = ? ORDER BY ts DESC LIMIT 1",
         );
-        with_pool!(self, |pool| {
-            Ok(sqlx::query_as::<_, (i64, i64)>(&q)
+        // the tail first, then the table (see sqlite_tail's module doc)
+        let in_tail = match self {
+            Store::Sqlite(s) => s.newest_in_tail(device_pk),
+            Store::Postgres(_) => None,
+        };
+        let stored = with_pool!(self, |pool| {
+            sqlx::query_as::<_, (i64, i64)>(&q)
                 .bind(device_pk)
                 .fetch_optional(pool)
-                .await?)
-        })
+                .await?
+        });
+        Ok(in_tail.max(stored))
     }
 
     /// A subject's external id and officer, by primary key (one indexed row, not the table).
@@ -601,7 +622,7 @@ impl LawfulTx {
     /// when the change is written.
     pub async fn alert(&mut self, id: i64) -> Result<Option<AlertRow>> {
         let q = match self {
-            LawfulTx::Sqlite(_) => "SELECT * FROM alerts WHERE id = ?",
+            LawfulTx::Sqlite(..) => "SELECT * FROM alerts WHERE id = ?",
             LawfulTx::Postgres(_) => "SELECT * FROM alerts WHERE id = $1 FOR UPDATE",
         };
         with_tx!(self, |conn| {

@@ -34,6 +34,7 @@
 //!    [`super::sqlite_lawful`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::audit::chain::{AuditDraft, AuditRecord, VerifyReport};
 use crate::geodesy::LatLon;
@@ -42,6 +43,7 @@ use crate::query::cells::{is_long_segment, segment_cells, SceneCover};
 use crate::query::scene::{scene_matches_sparse, SceneBox, SceneMatch, ScenePoint, SceneQuery};
 use crate::query::{QFix, QueryConfig};
 
+use super::sqlite_tail::Tail;
 use super::{FixRow, Result, Store};
 
 /// Consecutive positioned fixes of one device at most this far apart get `fix_segments`
@@ -243,6 +245,19 @@ pub(super) struct SceneRow {
 }
 
 impl SceneRow {
+    /// A positioned, attributed fix as a scene row (predecessor not yet chained).
+    pub(super) fn from_fix(r: &FixRow) -> Option<SceneRow> {
+        Some(SceneRow {
+            device_pk: r.device_pk,
+            ts: r.ts,
+            subject_pk: r.subject_pk?,
+            lat_e7: r.lat_e7?,
+            lon_e7: r.lon_e7?,
+            accuracy_m: r.accuracy_m,
+            prev_ts: None,
+        })
+    }
+
     fn point(self) -> ScenePoint {
         ScenePoint {
             fix: QFix {
@@ -260,14 +275,20 @@ impl SceneRow {
 /// An audited read in progress: reads and the audit append share one transaction. Drop it
 /// without [`LawfulTx::commit`] and nothing is written.
 pub enum LawfulTx {
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    /// With the ingest log's tail, which SQLite's reads of fixes merge (see
+    /// [`super::sqlite_tail`]), and the store's write gate, held until the transaction ends.
+    Sqlite(
+        sqlx::Transaction<'static, sqlx::Sqlite>,
+        Arc<Tail>,
+        tokio::sync::OwnedMutexGuard<()>,
+    ),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
 macro_rules! tx_dispatch {
     ($self:ident, $f:ident ( $($arg:expr),* )) => {
         match $self {
-            LawfulTx::Sqlite(tx) => super::sqlite_lawful::$f(&mut **tx, $($arg),*).await,
+            LawfulTx::Sqlite(tx, ..) => super::sqlite_lawful::$f(&mut **tx, $($arg),*).await,
             LawfulTx::Postgres(tx) => super::postgres_lawful::$f(&mut **tx, $($arg),*).await,
         }
     };
@@ -288,7 +309,14 @@ impl LawfulTx {
         at: Micros,
         gap_us: i64,
     ) -> Result<Vec<FixRow>> {
-        let mut rows: Vec<FixRow> = tx_dispatch!(self, at_time_fixes(subject_pk, at, gap_us))?;
+        let mut rows: Vec<FixRow> = match self {
+            LawfulTx::Sqlite(tx, tail, _) => {
+                super::sqlite_lawful::at_time_fixes(tx, tail, subject_pk, at, gap_us).await
+            }
+            LawfulTx::Postgres(tx) => {
+                super::postgres_lawful::at_time_fixes(tx, subject_pk, at, gap_us).await
+            }
+        }?;
         rows.sort_by_key(|r| (r.device_pk, r.ts));
         rows.dedup_by_key(|r| (r.device_pk, r.ts));
         Ok(rows)
@@ -328,7 +356,10 @@ impl LawfulTx {
             gap_us,
             bx: SceneBox::around(scene),
         };
-        let rows: Vec<SceneRow> = tx_dispatch!(self, scene_rows(&q))?;
+        let rows: Vec<SceneRow> = match self {
+            LawfulTx::Sqlite(tx, tail, _) => super::sqlite_lawful::scene_rows(tx, tail, &q).await,
+            LawfulTx::Postgres(tx) => super::postgres_lawful::scene_rows(tx, &q).await,
+        }?;
         Ok(rows.into_iter().map(SceneRow::point).collect())
     }
 
@@ -342,7 +373,14 @@ impl LawfulTx {
         after: Option<(Micros, i64)>,
         limit: i64,
     ) -> Result<Vec<FixRow>> {
-        tx_dispatch!(self, trail_page(subject_pk, from, to, after, limit))
+        match self {
+            LawfulTx::Sqlite(tx, tail, _) => {
+                super::sqlite_lawful::trail_page(tx, tail, subject_pk, from, to, after, limit).await
+            }
+            LawfulTx::Postgres(tx) => {
+                super::postgres_lawful::trail_page(tx, subject_pk, from, to, after, limit).await
+            }
+        }
     }
 
     /// External ids of devices by store key.
@@ -368,7 +406,7 @@ impl LawfulTx {
 
     pub async fn commit(self) -> Result<()> {
         match self {
-            LawfulTx::Sqlite(tx) => tx.commit().await?,
+            LawfulTx::Sqlite(tx, ..) => tx.commit().await?,
             LawfulTx::Postgres(tx) => tx.commit().await?,
         }
         Ok(())
@@ -379,7 +417,14 @@ impl Store {
     /// Starts an audited read (see the module doc).
     pub async fn begin_lawful(&self) -> Result<LawfulTx> {
         Ok(match self {
-            Store::Sqlite(s) => LawfulTx::Sqlite(s.pool().begin_with("BEGIN IMMEDIATE").await?),
+            Store::Sqlite(s) => {
+                let gate = s.write_gate().await;
+                LawfulTx::Sqlite(
+                    s.pool().begin_with("BEGIN IMMEDIATE").await?,
+                    s.tail.clone(),
+                    gate,
+                )
+            }
             Store::Postgres(s) => LawfulTx::Postgres(s.pool().begin().await?),
         })
     }

@@ -1,7 +1,6 @@
 //! The embedded store: one SQLite file in WAL mode with `synchronous = FULL`, so a commit
 //! is on disk (the WAL fsynced) before it returns — what ingest's acknowledgement promises.
 
-use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -9,20 +8,30 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Connection, QueryBuilder, Row};
+use sqlx::{Connection, Row};
 
-use super::{
-    mark_inserted, DeviceRow, FixRow, NewSubject, Result, StoreError, SubjectRow, UserRow,
-};
+use std::sync::Arc;
+
+use super::sqlite_lawful::on_handle;
+use super::sqlite_tail::{decode, encode, Chunk, Seen, Tail};
+
+use super::{DeviceRow, FixRow, NewSubject, Result, StoreError, SubjectRow, Upkeep, UserRow};
 use crate::model::Micros;
 
-/// Rows per INSERT statement: 13 bound values each stays far below SQLite's variable limit,
-/// and a fixed size lets the prepared statement be reused from the statement cache.
-const ROWS_PER_INSERT: usize = 256;
-
+/// The embedded store. Fixes are acknowledged through an append-only log and an
+/// in-memory tail before they reach `fixes` (see [`super::sqlite_tail`]).
+///
+/// `writer`, the write gate, is held by every transaction that writes the log or `fixes`
+/// or changes the tail's membership, and by every audited transaction ([`super::LawfulTx`],
+/// which takes SQLite's write lock at `BEGIN IMMEDIATE`). SQLite has one writer at a time;
+/// queueing for it here, in order, replaces its busy handler, which polls with sleeps of
+/// up to 100 ms: under load a group commit waiting for an alert write sometimes slept for
+/// most of a second.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    pub(super) tail: Arc<Tail>,
+    writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -75,8 +84,52 @@ pub(super) fn fix(r: &SqliteRow) -> std::result::Result<FixRow, sqlx::Error> {
 
 pub(super) const FIX_COLUMNS: &str = "device_pk, ts, subject_pk, lat_e7, lon_e7, accuracy_m, source, speed_mps, heading_deg, battery_pct, flags, received_at, cell";
 
+/// How often the background checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// A WAL longer than this (frames of 4 KiB) is caught up under the write gate, so that the
+/// next writer starts it again from the beginning instead of growing it.
+const WAL_RESTART_FRAMES: i64 = 16_384;
+
+/// Copies the WAL into the database file once a second, on its own connection, while
+/// writers go on (a PASSIVE checkpoint takes no write lock). A checkpoint inside a commit
+/// (SQLite's default) made whichever group commit crossed the limit also copy and fsync
+/// every page since the last one. A WAL that a passive pass cannot bring back to its start
+/// (writers keep appending) gets a second pass under the write gate, which leaves it fully
+/// copied with no writer active, so the next writer restarts it. Ends when the pool closes
+/// or the store is dropped (`gate` no longer upgrades).
+async fn checkpointer(pool: SqlitePool, gate: std::sync::Weak<tokio::sync::Mutex<()>>) {
+    async fn passive(pool: &SqlitePool) -> std::result::Result<i64, sqlx::Error> {
+        let (_busy, log, _done): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(pool)
+            .await?;
+        Ok(log)
+    }
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(gate) = gate.upgrade() else {
+            return;
+        };
+        if pool.is_closed() {
+            return;
+        }
+        let pass = match passive(&pool).await {
+            Ok(log) if log > WAL_RESTART_FRAMES => {
+                let _gate = gate.lock().await;
+                passive(&pool).await.map(|_| ())
+            }
+            other => other.map(|_| ()),
+        };
+        if let Err(e) = pass {
+            // a full disk or a closing pool; the next tick tries again
+            tracing::debug!(error = %e, "checkpoint failed");
+        }
+    }
+}
+
 impl SqliteStore {
-    pub async fn connect(url: &str) -> Result<Self> {
+    pub async fn connect(url: &str, options: &super::StoreOptions) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Open(e.to_string()))?
             .create_if_missing(true)
@@ -88,7 +141,10 @@ impl SqliteStore {
             .foreign_keys(true)
             .statement_cache_capacity(512)
             .pragma("cache_size", "-65536")
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // checkpoints run in the background ([`checkpointer`]), not inside whichever
+            // commit crosses the WAL size limit
+            .pragma("wal_autocheckpoint", "0");
         if let Some(parent) = opts.get_filename().parent() {
             if !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(parent)
@@ -115,7 +171,49 @@ impl SqliteStore {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let store = Self {
+            pool,
+            tail: Arc::new(Tail::new(options.compact_rows)),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+        };
+        store.load_log().await?;
+        tokio::spawn(checkpointer(
+            store.pool.clone(),
+            Arc::downgrade(&store.writer),
+        ));
+        Ok(store)
+    }
+
+    /// Waits for the write gate (see [`SqliteStore`]).
+    pub(super) async fn write_gate(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.writer.clone().lock_owned().await
+    }
+
+    /// Brings the ingest log's rows back into the tail after a restart, leaving out those
+    /// an interrupted compaction had already moved into `fixes`.
+    async fn load_log(&self) -> Result<()> {
+        let logged: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, body FROM fix_log ORDER BY seq")
+                .fetch_all(&self.pool)
+                .await?;
+        for (seq, body) in logged {
+            let rows =
+                decode(&body).map_err(|e| StoreError::Open(format!("fix_log row {seq}: {e}")))?;
+            let mut keep = Vec::with_capacity(rows.len());
+            for r in rows {
+                let stored: Option<i64> =
+                    sqlx::query_scalar("SELECT 1 FROM fixes WHERE device_pk = ? AND ts = ?")
+                        .bind(r.device_pk)
+                        .bind(r.ts)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                if stored.is_none() {
+                    keep.push(r);
+                }
+            }
+            self.tail.append(seq, keep);
+        }
+        Ok(())
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -311,35 +409,122 @@ impl SqliteStore {
             .collect()
     }
 
+    /// Acknowledges a group of fixes durably: per row, whether it was new. The new rows
+    /// are appended to the ingest log as one row and join the tail (see
+    /// [`super::sqlite_tail`]); the long segments they form are indexed in the same
+    /// transaction. Run in place, through rusqlite on the transaction's own handle
+    /// ([`on_handle`]): through sqlx each bound value and each returned key is a message to
+    /// and from its worker thread, which at tens of thousands of fixes a second cost more
+    /// than SQLite's own work.
     #[tracing::instrument(skip_all, fields(rows = rows.len()))]
     pub async fn insert_fixes(&self, rows: &[FixRow]) -> Result<Vec<bool>> {
-        let mut inserted = HashSet::with_capacity(rows.len());
-        let mut tx = self.pool.begin().await?;
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let mut qb = QueryBuilder::new(format!("INSERT INTO fixes ({FIX_COLUMNS}) "));
-            qb.push_values(chunk, |mut b, r| {
-                b.push_bind(r.device_pk)
-                    .push_bind(r.ts)
-                    .push_bind(r.subject_pk)
-                    .push_bind(r.lat_e7)
-                    .push_bind(r.lon_e7)
-                    .push_bind(r.accuracy_m)
-                    .push_bind(r.source)
-                    .push_bind(r.speed_mps)
-                    .push_bind(r.heading_deg)
-                    .push_bind(r.battery_pct)
-                    .push_bind(r.flags)
-                    .push_bind(r.received_at)
-                    .push_bind(r.cell);
-            });
-            qb.push(" ON CONFLICT (device_pk, ts) DO NOTHING RETURNING device_pk, ts");
-            let keys: Vec<(i64, i64)> = qb.build_query_as().fetch_all(&mut *tx).await?;
-            inserted.extend(keys);
-        }
-        let stored = mark_inserted(rows, &inserted);
-        super::sqlite_lawful::index_segments(&mut tx, rows, &stored, &inserted).await?;
+        let _writer = self.writer.lock().await;
+        let tail = &self.tail;
+        // IMMEDIATE: the transaction reads before it writes, and a deferred one could not
+        // take the write lock once another writer had committed after its first read
+        // (SQLITE_BUSY at once, without the busy timeout)
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (stored, seq) = on_handle(&mut tx, |db| {
+            let mut newest = db.prepare("SELECT max(ts) FROM fixes WHERE device_pk = ?")?;
+            for d in tail.unknown_devices(rows) {
+                tail.set_stored_max(d, newest.query_row([d], |r| r.get(0))?);
+            }
+            let mut exists = db.prepare("SELECT 1 FROM fixes WHERE device_pk = ? AND ts = ?")?;
+            let stored = tail
+                .classify(rows)
+                .into_iter()
+                .zip(rows)
+                .map(|(seen, r)| match seen {
+                    Seen::InTail => Ok(false),
+                    Seen::New => Ok(true),
+                    Seen::Check => Ok(!exists.exists(rusqlite::params![r.device_pk, r.ts])?),
+                })
+                .collect::<rusqlite::Result<Vec<bool>>>()?;
+            let new: Vec<&FixRow> = rows
+                .iter()
+                .zip(&stored)
+                .filter(|(_, s)| **s)
+                .map(|(r, _)| r)
+                .collect();
+            if new.is_empty() {
+                return Ok((stored, 0));
+            }
+            let body =
+                encode(&new).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            db.execute("INSERT INTO fix_log (body) VALUES (?)", [body])?;
+            let seq = db.last_insert_rowid();
+            super::sqlite_lawful::index_segments(db, tail, rows, &stored)?;
+            Ok((stored, seq))
+        })
+        .await?;
         tx.commit().await?;
+        let new: Vec<FixRow> = rows
+            .iter()
+            .zip(&stored)
+            .filter(|(_, s)| **s)
+            .map(|(r, _)| r.clone())
+            .collect();
+        if !new.is_empty() {
+            self.tail.append(seq, new);
+        }
         Ok(stored)
+    }
+
+    /// One compaction step, if due (see [`super::sqlite_tail`]); true when more wait.
+    pub(super) async fn compact_step(&self) -> Result<Upkeep> {
+        let _writer = self.writer.lock().await;
+        let Some(chunk) = self.tail.next_chunk() else {
+            return Ok(Upkeep::Idle);
+        };
+        self.move_chunk(&chunk).await?;
+        self.tail.compacted(&chunk);
+        Ok(Upkeep::Step {
+            more: self.tail.compacting(),
+        })
+    }
+
+    /// Moves the whole tail into `fixes` now, whether due or not.
+    pub(super) async fn compact_all(&self) -> Result<()> {
+        let _writer = self.writer.lock().await;
+        while let Some(chunk) = self.tail.next_chunk_now() {
+            self.move_chunk(&chunk).await?;
+            self.tail.compacted(&chunk);
+        }
+        Ok(())
+    }
+
+    async fn move_chunk(&self, chunk: &Chunk) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        on_handle(&mut tx, |db| {
+            let mut st = db.prepare(&format!(
+                "INSERT INTO fixes ({FIX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (device_pk, ts) DO NOTHING"
+            ))?;
+            for r in &chunk.rows {
+                st.execute(rusqlite::params![
+                    r.device_pk,
+                    r.ts,
+                    r.subject_pk,
+                    r.lat_e7,
+                    r.lon_e7,
+                    r.accuracy_m,
+                    r.source,
+                    r.speed_mps,
+                    r.heading_deg,
+                    r.battery_pct,
+                    r.flags,
+                    r.received_at,
+                    r.cell,
+                ])?;
+            }
+            if let Some(upto) = chunk.delete_log_upto {
+                db.execute("DELETE FROM fix_log WHERE seq <= ?", [upto])?;
+            }
+            Ok(())
+        })
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn device_fixes(
@@ -348,6 +533,8 @@ impl SqliteStore {
         from: Micros,
         to: Micros,
     ) -> Result<Vec<FixRow>> {
+        // the tail first, then the table (see sqlite_tail's module doc)
+        let mut out = self.tail.range(device_pk, from, to);
         let rows = sqlx::query(&format!(
             "SELECT {FIX_COLUMNS} FROM fixes WHERE device_pk = ? AND ts BETWEEN ? AND ? ORDER BY ts"
         ))
@@ -356,15 +543,25 @@ impl SqliteStore {
         .bind(to)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(fix)
-            .collect::<std::result::Result<_, _>>()?)
+        for r in &rows {
+            out.push(fix(r)?);
+        }
+        out.sort_by_key(|r| r.ts);
+        out.dedup_by_key(|r| r.ts);
+        Ok(out)
     }
 
+    /// The newest fix of a device, `(ts, received_at)`, in the tail or the table.
+    pub(super) fn newest_in_tail(&self, device_pk: i64) -> Option<(Micros, Micros)> {
+        self.tail.newest(device_pk)
+    }
+
+    /// Exact: no compaction step runs meanwhile, and at rest no key is in both places.
     pub async fn count_fixes(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM fixes")
+        let _writer = self.writer.lock().await;
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM fixes")
             .fetch_one(&self.pool)
-            .await?)
+            .await?;
+        Ok(stored + self.tail.len() as i64)
     }
 }

@@ -16,19 +16,17 @@
 use std::collections::{HashMap, HashSet};
 
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, SqliteConnection};
+use sqlx::{Row, SqliteConnection};
 
 use super::lawful::{
     batch_ranges, chain_predecessors, keep_in_box, long_segments, merge_intervals, stored_json,
-    stored_subject_ids, AuditFilter, Pt, PurgeCounts, SceneLookup, SceneRow, SegRow, VERIFY_PAGE,
+    stored_subject_ids, AuditFilter, Pt, PurgeCounts, SceneLookup, SceneRow, VERIFY_PAGE,
 };
 use super::sqlite::{fix, FIX_COLUMNS};
+use super::sqlite_tail::Tail;
 use super::{FixRow, Result, SqliteStore};
 use crate::audit::chain::{seal, AuditDraft, AuditRecord, Verifier, VerifyReport, GENESIS_HASH};
 use crate::model::Micros;
-
-/// Segment rows per INSERT (4 bound values each).
-const SEGMENTS_PER_INSERT: usize = 500;
 
 fn audit_record(r: &SqliteRow) -> std::result::Result<AuditRecord, sqlx::Error> {
     let justification: Option<String> = r.try_get("justification")?;
@@ -59,57 +57,73 @@ fn fixes(rows: &[SqliteRow]) -> Result<Vec<FixRow>> {
         .collect::<std::result::Result<_, _>>()?)
 }
 
-/// Called by [`SqliteStore::insert_fixes`] inside its transaction, after the insert:
-/// indexes the long segments the new fixes form with their stored neighbours.
-#[tracing::instrument(skip_all)]
-pub(super) async fn index_segments(
-    conn: &mut SqliteConnection,
+/// Called by [`SqliteStore::insert_fixes`] inside its transaction, on its handle: indexes
+/// the long segments the new fixes form with their neighbours, stored or in the tail.
+pub(super) fn index_segments(
+    db: &rusqlite::Connection,
+    tail: &Tail,
     rows: &[FixRow],
     stored: &[bool],
-    inserted: &HashSet<(i64, i64)>,
-) -> Result<()> {
+) -> rusqlite::Result<()> {
     let ranges = batch_ranges(rows, stored);
     if ranges.is_empty() {
         return Ok(());
     }
-    // Per device: its positioned fixes from the one before the batch's range to the one
-    // after it, all by primary-key seeks.
-    let pts: Vec<Pt> = sqlx::query_as::<_, (i64, i64, i32, i32)>(
-        "WITH j(d, lo, hi) AS (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
-                json_extract(value, '$[2]') FROM json_each(?1)) \
-         SELECT f.device_pk, f.ts, f.lat_e7, f.lon_e7 FROM j CROSS JOIN fixes f \
-         WHERE f.device_pk = j.d \
-           AND f.ts >= coalesce((SELECT g.ts FROM fixes g WHERE g.device_pk = j.d AND g.ts < j.lo \
-                                 AND g.lat_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1), j.lo) \
-           AND f.ts <= coalesce((SELECT g.ts FROM fixes g WHERE g.device_pk = j.d AND g.ts > j.hi \
-                                 AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1), j.hi) \
+    let inserted: HashSet<(i64, i64)> = rows
+        .iter()
+        .zip(stored)
+        .filter(|(_, s)| **s)
+        .map(|(r, _)| (r.device_pk, r.ts))
+        .collect();
+    // the new fixes themselves, then per device the positioned fixes from the one before
+    // the group's range to the one after it, in the tail and (by key seeks) in the table
+    let mut pts: Vec<Pt> = rows
+        .iter()
+        .zip(stored)
+        .filter(|(_, s)| **s)
+        .filter_map(|(r, _)| {
+            Some(Pt {
+                device_pk: r.device_pk,
+                ts: r.ts,
+                lat_e7: r.lat_e7?,
+                lon_e7: r.lon_e7?,
+            })
+        })
+        .collect();
+    let mut st = db.prepare_cached(
+        "SELECT f.device_pk, f.ts, f.lat_e7, f.lon_e7 FROM fixes f \
+         WHERE f.device_pk = ?1 \
+           AND f.ts >= coalesce((SELECT g.ts FROM fixes g WHERE g.device_pk = ?1 AND g.ts < ?2 \
+                                 AND g.lat_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1), ?2) \
+           AND f.ts <= coalesce((SELECT g.ts FROM fixes g WHERE g.device_pk = ?1 AND g.ts > ?3 \
+                                 AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1), ?3) \
            AND f.lat_e7 IS NOT NULL AND f.lon_e7 IS NOT NULL",
-    )
-    .bind(json_list(&ranges))
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|(device_pk, ts, lat_e7, lon_e7)| Pt {
-        device_pk,
-        ts,
-        lat_e7,
-        lon_e7,
-    })
-    .collect();
-    insert_segments(conn, &long_segments(pts, inserted)).await
-}
-
-async fn insert_segments(conn: &mut SqliteConnection, segs: &[SegRow]) -> Result<()> {
-    for chunk in segs.chunks(SEGMENTS_PER_INSERT) {
-        let mut qb = QueryBuilder::new("INSERT INTO fix_segments (cell, t0, t1, device_pk) ");
-        qb.push_values(chunk, |mut b, s| {
-            b.push_bind(s.cell)
-                .push_bind(s.t0)
-                .push_bind(s.t1)
-                .push_bind(s.device_pk);
-        });
-        qb.push(" ON CONFLICT DO NOTHING");
-        qb.build().execute(&mut *conn).await?;
+    )?;
+    for &(d, lo, hi) in &ranges {
+        let (near, table_needed) = tail.neighbours(d, lo, hi);
+        pts.extend(near);
+        if !table_needed {
+            continue;
+        }
+        let mut read: Vec<Pt> = Vec::new();
+        let mut found = st.query(rusqlite::params![d, lo, hi])?;
+        while let Some(r) = found.next()? {
+            read.push(Pt {
+                device_pk: r.get(0)?,
+                ts: r.get(1)?,
+                lat_e7: r.get(2)?,
+                lon_e7: r.get(3)?,
+            });
+        }
+        tail.learn_stored_last(d, lo, &read);
+        pts.extend(read);
+    }
+    let mut st = db.prepare_cached(
+        "INSERT INTO fix_segments (cell, t0, t1, device_pk) VALUES (?, ?, ?, ?) \
+         ON CONFLICT DO NOTHING",
+    )?;
+    for s in long_segments(pts, &inserted) {
+        st.execute(rusqlite::params![s.cell, s.t0, s.t1, s.device_pk])?;
     }
     Ok(())
 }
@@ -121,12 +135,27 @@ pub(super) async fn subject_pk(conn: &mut SqliteConnection, id: &str) -> Result<
         .await?)
 }
 
+/// The devices a subject has worn.
+async fn worn_devices(conn: &mut SqliteConnection, subject_pk: i64) -> Result<Vec<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT device_pk FROM device_assignments WHERE subject_pk = ?")
+            .bind(subject_pk)
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
 pub(super) async fn at_time_fixes(
     conn: &mut SqliteConnection,
+    tail: &Tail,
     subject_pk: i64,
     at: Micros,
     gap_us: i64,
 ) -> Result<Vec<FixRow>> {
+    let (lo, hi) = (at.saturating_sub(gap_us), at.saturating_add(gap_us));
+    // the tail first, then the table (see sqlite_tail's module doc); the caller drops a
+    // key seen twice, and an extra, farther neighbour changes no nearest one
+    let mut out = tail.at_time(&worn_devices(conn, subject_pk).await?, subject_pk, lo, hi);
     let rows = sqlx::query(&format!(
         "SELECT {FIX_COLUMNS} FROM fixes \
          WHERE device_pk IN (SELECT device_pk FROM device_assignments WHERE subject_pk = ?1) \
@@ -143,11 +172,12 @@ pub(super) async fn at_time_fixes(
              FROM device_assignments a WHERE a.subject_pk = ?1)"
     ))
     .bind(subject_pk)
-    .bind(at.saturating_sub(gap_us))
-    .bind(at.saturating_add(gap_us))
+    .bind(lo)
+    .bind(hi)
     .fetch_all(conn)
     .await?;
-    fixes(&rows)
+    out.extend(fixes(&rows)?);
+    Ok(out)
 }
 
 /// Runs `read` on `conn`'s own SQLite handle through rusqlite, inside whatever transaction
@@ -163,7 +193,7 @@ pub(super) async fn at_time_fixes(
 /// acknowledgements, the alert stream).
 ///
 /// The only `unsafe` in the crate.
-async fn on_handle<T>(
+pub(super) async fn on_handle<T>(
     conn: &mut SqliteConnection,
     read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
 ) -> Result<T> {
@@ -212,11 +242,15 @@ async fn on_handle<T>(
 /// maths needs.
 pub(super) async fn scene_rows(
     conn: &mut SqliteConnection,
+    tail: &Tail,
     q: &SceneLookup<'_>,
 ) -> Result<Vec<SceneRow>> {
     let (fine, coarse) = (json_list(&q.fine), json_list(&q.coarse));
     on_handle(conn, |db| {
-        let mut hits: Vec<(i64, Micros)> = Vec::new();
+        // the tail first, then the table (see sqlite_tail's module doc); long segments are
+        // indexed when their later fix is acknowledged, so the table's index has them all
+        let fine_set: HashSet<i64> = q.fine.iter().copied().collect();
+        let mut hits: Vec<(i64, Micros)> = tail.scene_hits(&fine_set, q.lo, q.hi);
         let mut st = db.prepare(
             "SELECT device_pk, ts FROM fixes \
              WHERE cell IN (SELECT value FROM json_each(?1)) AND ts BETWEEN ?2 AND ?3",
@@ -240,8 +274,13 @@ pub(super) async fn scene_rows(
         // One statement for all intervals: a statement whose range bounds are bound
         // parameters is planned again at its first step after each new binding (SQLite's
         // STAT4 re-preparation), which cost more than the rows when it ran per interval.
-        let intervals = json_list(&merge_intervals(&hits, &segments, q.gap_us));
-        let mut out: Vec<SceneRow> = Vec::new();
+        let intervals = merge_intervals(&hits, &segments, q.gap_us);
+        let mut out: Vec<SceneRow> = tail
+            .in_intervals(&intervals)
+            .iter()
+            .filter_map(SceneRow::from_fix)
+            .collect();
+        let intervals = json_list(&intervals);
         let mut st = db.prepare(
             "SELECT g.device_pk, g.ts, g.subject_pk, g.lat_e7, g.lon_e7, g.accuracy_m \
              FROM json_each(?1) AS j CROSS JOIN fixes g \
@@ -261,9 +300,10 @@ pub(super) async fn scene_rows(
                 prev_ts: None,
             });
         }
-        // already in this order when SQLite walks the intervals in array order (it does, but
-        // does not promise it); sorting sorted rows is one pass
+        // the table's rows come in this order when SQLite walks the intervals in array order
+        // (it does, but does not promise it), after the tail's
         out.sort_unstable_by_key(|r| (r.device_pk, r.ts));
+        out.dedup_by_key(|r| (r.device_pk, r.ts));
         chain_predecessors(&mut out);
         Ok(keep_in_box(&out, &q.bx))
     })
@@ -272,6 +312,7 @@ pub(super) async fn scene_rows(
 
 pub(super) async fn trail_page(
     conn: &mut SqliteConnection,
+    tail: &Tail,
     subject_pk: i64,
     from: Micros,
     to: Micros,
@@ -279,6 +320,11 @@ pub(super) async fn trail_page(
     limit: i64,
 ) -> Result<Vec<FixRow>> {
     let (after_ts, after_dev) = after.unwrap_or((i64::MIN, i64::MIN));
+    // the tail first, then the table (see sqlite_tail's module doc): the page is the first
+    // `limit` of both together
+    let devices = worn_devices(conn, subject_pk).await?;
+    let page = usize::try_from(limit).unwrap_or(0);
+    let mut out = tail.trail(&devices, subject_pk, from, to, (after_ts, after_dev), page);
     let rows = sqlx::query(&format!(
         "SELECT {FIX_COLUMNS} FROM fixes \
          WHERE device_pk IN (SELECT device_pk FROM device_assignments WHERE subject_pk = ?1) \
@@ -293,7 +339,11 @@ pub(super) async fn trail_page(
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    fixes(&rows)
+    out.extend(fixes(&rows)?);
+    out.sort_by_key(|r| (r.ts, r.device_pk));
+    out.dedup_by_key(|r| (r.ts, r.device_pk));
+    out.truncate(page);
+    Ok(out)
 }
 
 /// External ids by store key, read through rusqlite ([`on_handle`]): a crime-scene answer
@@ -425,6 +475,7 @@ impl SqliteStore {
                 .await?
                 .rows_affected();
         }
+        counts.fixes += self.tail.purge_before(cutoff);
         counts.segments = sqlx::query("DELETE FROM fix_segments WHERE t1 < ?")
             .bind(cutoff)
             .execute(self.pool())

@@ -1,0 +1,608 @@
+//! SQLite's ingest log and its in-memory tail: how the embedded store acknowledges fixes
+//! without paying for `fixes`' clustering on every commit.
+//!
+//! Why: `fixes` is clustered by `(device, ts)` and indexed by `(cell, ts)`, so a group
+//! commit of fixes from thousands of devices touches a leaf page per device in each B-tree,
+//! and SQLite's WAL logs whole pages. At the group sizes a 20,000 fixes/s load makes
+//! (hundreds of fixes, most from different devices) each fix cost two 4 KiB pages of WAL,
+//! and commits grew with the load (README, Benchmarks). So an acknowledged fix is first
+//! appended to `fix_log`, one row per group (the group's fixes in one [`postcard`] blob:
+//! sequential pages, tens of bytes per fix), and kept in memory here. Compaction
+//! ([`Tail::next_chunk`], run by the ingest writer between groups) moves the tail into
+//! `fixes` in chunks sorted by `(device, ts)`, many fixes per device at once, so each page
+//! written carries many fixes; the chunk that finishes an epoch deletes the log rows the
+//! epoch covered, in the same transaction.
+//!
+//! Reads see both: every SQLite read of fixes takes the tail's rows first, then the
+//! table's, and drops a key seen twice. Taken in that order nothing is missed: a compaction
+//! step commits its rows to the table before it removes them from the tail.
+//!
+//! Invariants:
+//! - a key is in the tail at most once, and only after its log row committed;
+//! - only the holder of the store's writer lock (see [`super::SqliteStore`]) writes the
+//!   log or `fixes`, or adds to or removes from the tail;
+//! - `stored_max` only ever over-states the newest stored `ts` of a device (compaction
+//!   raises it, a purge leaves it): it decides which keys are looked up in the table
+//!   before an insert, and over-stating only adds look-ups.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::lawful::Pt;
+use super::FixRow;
+use crate::model::Micros;
+
+/// The tail is compacted once it holds `compact_rows` fixes ([`super::StoreOptions`]) or
+/// once its oldest fix has waited this long.
+pub(super) const COMPACT_AGE: Duration = Duration::from_secs(30);
+/// Fixes per compaction transaction: a chunk's commit holds up the next group's, so it is
+/// kept to a few milliseconds; per-device locality comes from the tail's size, not this.
+pub(super) const CHUNK_ROWS: usize = 2_048;
+
+/// First byte of a `fix_log` blob: the encoding's version.
+const LOG_FORMAT: u8 = 1;
+
+/// Encodes a group's fixes as one `fix_log` body.
+pub(super) fn encode(rows: &[&FixRow]) -> Result<Vec<u8>, postcard::Error> {
+    let mut out = vec![LOG_FORMAT];
+    out.extend(postcard::to_allocvec(rows)?);
+    Ok(out)
+}
+
+/// Decodes a `fix_log` body.
+pub(super) fn decode(body: &[u8]) -> Result<Vec<FixRow>, String> {
+    match body.split_first() {
+        Some((&LOG_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
+        Some((v, _)) => Err(format!("unknown fix_log format {v}")),
+        None => Err("empty fix_log body".to_owned()),
+    }
+}
+
+/// One step of compaction: rows to move into `fixes` (sorted by key), and, when it is the
+/// epoch's last, the log rows to delete with them.
+#[derive(Debug)]
+pub(super) struct Chunk {
+    pub rows: Vec<FixRow>,
+    /// `Some(seq)`: delete `fix_log` rows with `seq <= seq` in the same transaction.
+    pub delete_log_upto: Option<i64>,
+}
+
+/// Fixes acknowledged but not yet compacted into `fixes`, by key.
+#[derive(Debug)]
+pub struct Tail {
+    state: Mutex<State>,
+    compact_rows: usize,
+}
+
+impl Default for Tail {
+    fn default() -> Self {
+        Tail::new(super::DEFAULT_COMPACT_ROWS)
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// key → (log seq, row)
+    rows: BTreeMap<(i64, Micros), (i64, FixRow)>,
+    /// When the oldest fix now in the tail arrived (approximately: when the tail last
+    /// became non-empty, or when the last epoch ended).
+    since: Option<Instant>,
+    /// Per device, the newest `ts` that may be in `fixes` (`i64::MIN`: none).
+    stored_max: HashMap<i64, Micros>,
+    /// Per device, when known exactly, the newest positioned fix in `fixes` (`None`: it
+    /// has none): the segment indexer's neighbour before a group newer than everything
+    /// stored, without a read.
+    stored_last: HashMap<i64, Option<Pt>>,
+    epoch: Option<Epoch>,
+}
+
+/// A compaction in progress: every tail row from log rows up to `upto` is moved, in key
+/// order, past `cursor`.
+#[derive(Debug)]
+struct Epoch {
+    upto: i64,
+    cursor: Option<(i64, Micros)>,
+}
+
+/// What [`Tail::classify`] says of one row of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seen {
+    /// Already in the tail: a duplicate.
+    InTail,
+    /// Newer than anything stored for its device: new.
+    New,
+    /// May be in `fixes`: look it up.
+    Check,
+}
+
+impl Tail {
+    /// An empty tail compacted once it holds `compact_rows` fixes.
+    pub(super) fn new(compact_rows: usize) -> Tail {
+        Tail {
+            state: Mutex::default(),
+            compact_rows,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Number of fixes in the tail.
+    pub(super) fn len(&self) -> usize {
+        self.lock().rows.len()
+    }
+
+    /// Devices of `rows` whose newest stored `ts` is not known yet.
+    pub(super) fn unknown_devices(&self, rows: &[FixRow]) -> Vec<i64> {
+        let s = self.lock();
+        let mut out: Vec<i64> = rows
+            .iter()
+            .map(|r| r.device_pk)
+            .filter(|d| !s.stored_max.contains_key(d))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Records the newest stored `ts` of a device, as read from `fixes`.
+    pub(super) fn set_stored_max(&self, device_pk: i64, ts: Option<Micros>) {
+        let mut s = self.lock();
+        s.stored_max.insert(device_pk, ts.unwrap_or(i64::MIN));
+        if ts.is_none() {
+            s.stored_last.insert(device_pk, None);
+        }
+    }
+
+    /// Learns the newest positioned stored fix of a device from the indexer's read of the
+    /// table before `lo`, when nothing stored is newer than `lo`.
+    pub(super) fn learn_stored_last(&self, device_pk: i64, lo: Micros, read: &[Pt]) {
+        let mut s = self.lock();
+        if s.stored_max.get(&device_pk).is_some_and(|m| *m < lo) {
+            let newest = read
+                .iter()
+                .filter(|p| p.ts < lo)
+                .max_by_key(|p| p.ts)
+                .copied();
+            s.stored_last.insert(device_pk, newest);
+        }
+    }
+
+    /// Per row of a group (keys distinct among themselves): in the tail, surely new, or to
+    /// be looked up in `fixes`. Devices must be known ([`Tail::unknown_devices`]).
+    pub(super) fn classify(&self, rows: &[FixRow]) -> Vec<Seen> {
+        let s = self.lock();
+        rows.iter()
+            .map(|r| {
+                if s.rows.contains_key(&(r.device_pk, r.ts)) {
+                    Seen::InTail
+                } else if s.stored_max.get(&r.device_pk).is_some_and(|m| r.ts > *m) {
+                    Seen::New
+                } else {
+                    Seen::Check
+                }
+            })
+            .collect()
+    }
+
+    /// Adds the rows of log row `seq` (just committed).
+    pub(super) fn append(&self, seq: i64, rows: Vec<FixRow>) {
+        let mut s = self.lock();
+        if s.rows.is_empty() && !rows.is_empty() {
+            s.since = Some(Instant::now());
+        }
+        for r in rows {
+            s.rows.insert((r.device_pk, r.ts), (seq, r));
+        }
+    }
+
+    /// Every row of `device` with `ts` in `[from, to]`, oldest first.
+    pub(super) fn range(&self, device_pk: i64, from: Micros, to: Micros) -> Vec<FixRow> {
+        if from > to {
+            return Vec::new();
+        }
+        self.lock()
+            .rows
+            .range((device_pk, from)..=(device_pk, to))
+            .map(|(_, (_, r))| r.clone())
+            .collect()
+    }
+
+    /// The newest row of `device`: `(ts, received_at)`.
+    pub(super) fn newest(&self, device_pk: i64) -> Option<(Micros, Micros)> {
+        self.lock()
+            .rows
+            .range((device_pk, i64::MIN)..=(device_pk, i64::MAX))
+            .next_back()
+            .map(|(_, (_, r))| (r.ts, r.received_at))
+    }
+
+    /// Location-at-time's rows from the tail (see `LawfulTx::at_time_fixes`): per device,
+    /// the positioned fixes attributed to `subject_pk` in `[lo, hi]` and the nearest such
+    /// fix before and after.
+    pub(super) fn at_time(
+        &self,
+        devices: &[i64],
+        subject_pk: i64,
+        lo: Micros,
+        hi: Micros,
+    ) -> Vec<FixRow> {
+        let s = self.lock();
+        let mut out = Vec::new();
+        let keep = |r: &FixRow| r.subject_pk == Some(subject_pk) && r.lat_e7.is_some();
+        for &d in devices {
+            let before = s.rows.range((d, i64::MIN)..(d, lo)).rev();
+            out.extend(before.map(|(_, (_, r))| r).find(|r| keep(r)).cloned());
+            if lo <= hi {
+                let within = s.rows.range((d, lo)..=(d, hi));
+                out.extend(within.map(|(_, (_, r))| r).filter(|r| keep(r)).cloned());
+            }
+            if hi < i64::MAX {
+                let after = s.rows.range((d, hi.saturating_add(1))..=(d, i64::MAX));
+                out.extend(after.map(|(_, (_, r))| r).find(|r| keep(r)).cloned());
+            }
+        }
+        out
+    }
+
+    /// A trail page's rows from the tail: fixes of `devices` attributed to `subject_pk`
+    /// with `ts` in `[from, to]` and `(ts, device)` after `after`, at most `limit` of them,
+    /// in `(ts, device)` order.
+    pub(super) fn trail(
+        &self,
+        devices: &[i64],
+        subject_pk: i64,
+        from: Micros,
+        to: Micros,
+        after: (Micros, i64),
+        limit: usize,
+    ) -> Vec<FixRow> {
+        if from > to {
+            return Vec::new();
+        }
+        let s = self.lock();
+        let mut out: Vec<FixRow> = Vec::new();
+        for &d in devices {
+            out.extend(
+                s.rows
+                    .range((d, from)..=(d, to))
+                    .map(|(_, (_, r))| r)
+                    .filter(|r| r.subject_pk == Some(subject_pk) && (r.ts, r.device_pk) > after)
+                    .take(limit)
+                    .cloned(),
+            );
+        }
+        out.sort_by_key(|r| (r.ts, r.device_pk));
+        out.truncate(limit);
+        out
+    }
+
+    /// Crime-scene hits from the tail: `(device, ts)` of every fix in one of `cells` with
+    /// `ts` in `[lo, hi]`. The tail is bounded (`compact_rows`) and held in memory, so it is
+    /// scanned rather than indexed.
+    pub(super) fn scene_hits(
+        &self,
+        cells: &HashSet<i64>,
+        lo: Micros,
+        hi: Micros,
+    ) -> Vec<(i64, Micros)> {
+        self.lock()
+            .rows
+            .values()
+            .map(|(_, r)| r)
+            .filter(|r| r.ts >= lo && r.ts <= hi && r.cell.is_some_and(|c| cells.contains(&c)))
+            .map(|r| (r.device_pk, r.ts))
+            .collect()
+    }
+
+    /// Every row inside one of `intervals` (`(device, from, to)`).
+    pub(super) fn in_intervals(&self, intervals: &[(i64, Micros, Micros)]) -> Vec<FixRow> {
+        let s = self.lock();
+        intervals
+            .iter()
+            .filter(|(_, a, b)| a <= b)
+            .flat_map(|&(d, a, b)| s.rows.range((d, a)..=(d, b)).map(|(_, (_, r))| r.clone()))
+            .collect()
+    }
+
+    /// The segment indexer's points from the tail for one device of a group whose new
+    /// positioned fixes span `[lo, hi]`: the tail's positioned fixes from the one before
+    /// `lo` to the one after `hi`. Also says whether the table can hold a nearer
+    /// neighbour: not when the tail's fix before `lo` is newer than anything stored.
+    pub(super) fn neighbours(&self, device_pk: i64, lo: Micros, hi: Micros) -> (Vec<Pt>, bool) {
+        let s = self.lock();
+        let pt = |r: &FixRow| {
+            Some(Pt {
+                device_pk,
+                ts: r.ts,
+                lat_e7: r.lat_e7?,
+                lon_e7: r.lon_e7?,
+            })
+        };
+        let before = s
+            .rows
+            .range((device_pk, i64::MIN)..(device_pk, lo))
+            .rev()
+            .find_map(|(_, (_, r))| pt(r));
+        let after = s
+            .rows
+            .range((device_pk, hi)..=(device_pk, i64::MAX))
+            .filter(|(k, _)| k.1 > hi)
+            .find_map(|(_, (_, r))| pt(r));
+        let a = before.map_or(lo, |p| p.ts);
+        let b = after.map_or(hi, |p| p.ts);
+        let mut pts: Vec<Pt> = s
+            .rows
+            .range((device_pk, a)..=(device_pk, b))
+            .filter_map(|(_, (_, r))| pt(r))
+            .collect();
+        let stored_max = s.stored_max.get(&device_pk).copied().unwrap_or(i64::MAX);
+        if before.is_some_and(|p| p.ts > stored_max) {
+            return (pts, false);
+        }
+        match s.stored_last.get(&device_pk) {
+            // everything stored is older than the group: its newest positioned fix is the
+            // only stored neighbour, and it is known
+            Some(last) if stored_max < lo => {
+                pts.extend(*last);
+                (pts, false)
+            }
+            _ => (pts, true),
+        }
+    }
+
+    /// The next compaction step, if one is due: a new epoch starts when the tail holds
+    /// `compact_rows` fixes or its oldest has waited [`COMPACT_AGE`].
+    pub(super) fn next_chunk(&self) -> Option<Chunk> {
+        self.chunk(false)
+    }
+
+    /// The next compaction step while the tail holds anything, due or not.
+    pub(super) fn next_chunk_now(&self) -> Option<Chunk> {
+        self.chunk(true)
+    }
+
+    fn chunk(&self, force: bool) -> Option<Chunk> {
+        let mut s = self.lock();
+        if s.epoch.is_none() {
+            let due = force
+                || s.rows.len() >= self.compact_rows
+                || (!s.rows.is_empty() && s.since.is_some_and(|t| t.elapsed() >= COMPACT_AGE));
+            if !due {
+                return None;
+            }
+            let upto = s.rows.values().map(|(seq, _)| *seq).max()?;
+            s.epoch = Some(Epoch { upto, cursor: None });
+        }
+        let epoch = s.epoch.as_ref()?;
+        let (upto, cursor) = (epoch.upto, epoch.cursor);
+        let mut rest = match cursor {
+            Some(c) => s
+                .rows
+                .range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded)),
+            None => s.rows.range(..),
+        }
+        .filter(|(_, (seq, _))| *seq <= upto);
+        let rows: Vec<FixRow> = rest
+            .by_ref()
+            .take(CHUNK_ROWS)
+            .map(|(_, (_, r))| r.clone())
+            .collect();
+        let last = rest.next().is_none();
+        Some(Chunk {
+            rows,
+            delete_log_upto: last.then_some(upto),
+        })
+    }
+
+    /// `chunk` is committed to `fixes`: its rows leave the tail and the epoch moves on.
+    pub(super) fn compacted(&self, chunk: &Chunk) {
+        let mut s = self.lock();
+        for r in &chunk.rows {
+            s.rows.remove(&(r.device_pk, r.ts));
+            let m = s.stored_max.entry(r.device_pk).or_insert(i64::MIN);
+            *m = (*m).max(r.ts);
+            if let (Some(lat_e7), Some(lon_e7)) = (r.lat_e7, r.lon_e7) {
+                // only a known newest stays known; an unknown one stays unknown
+                if let Some(known) = s.stored_last.get_mut(&r.device_pk) {
+                    if known.is_none_or(|p| r.ts > p.ts) {
+                        let device_pk = r.device_pk;
+                        *known = Some(Pt {
+                            device_pk,
+                            ts: r.ts,
+                            lat_e7,
+                            lon_e7,
+                        });
+                    }
+                }
+            }
+        }
+        if chunk.delete_log_upto.is_some() {
+            s.epoch = None;
+            s.since = (!s.rows.is_empty()).then(Instant::now);
+        } else if let (Some(e), Some(r)) = (s.epoch.as_mut(), chunk.rows.last()) {
+            e.cursor = Some((r.device_pk, r.ts));
+        }
+    }
+
+    /// True while a compaction epoch is under way (more steps to run).
+    pub(super) fn compacting(&self) -> bool {
+        self.lock().epoch.is_some()
+    }
+
+    /// Drops rows older than `cutoff` (the retention purge); returns how many. Their log
+    /// rows go with the epoch that covers them; a crash before then brings them back, for
+    /// the next purge.
+    pub(super) fn purge_before(&self, cutoff: Micros) -> u64 {
+        let mut s = self.lock();
+        let before = s.rows.len();
+        s.rows.retain(|_, (_, r)| r.ts >= cutoff);
+        // the purge may have deleted a device's newest stored fix
+        s.stored_last.clear();
+        (before - s.rows.len()) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fix(device_pk: i64, ts: Micros) -> FixRow {
+        FixRow {
+            device_pk,
+            ts,
+            subject_pk: Some(1),
+            lat_e7: Some(515_000_000),
+            lon_e7: Some(-1_000_000),
+            accuracy_m: Some(5.0),
+            source: 1,
+            speed_mps: None,
+            heading_deg: None,
+            battery_pct: Some(80.0),
+            flags: 0,
+            received_at: ts,
+            cell: Some(42),
+        }
+    }
+
+    #[test]
+    fn log_bodies_round_trip_and_refuse_unknown_formats() {
+        let rows = [fix(1, 10), fix(2, 20)];
+        let body = encode(&rows.iter().collect::<Vec<_>>()).expect("encode");
+        assert_eq!(decode(&body).expect("decode"), rows.to_vec());
+        let mut bad = body.clone();
+        bad[0] = 9;
+        assert!(decode(&bad).is_err());
+        assert!(decode(&[]).is_err());
+    }
+
+    #[test]
+    fn classification_separates_tail_duplicates_new_and_possibly_stored_rows() {
+        let t = Tail::default();
+        t.set_stored_max(1, Some(100));
+        t.set_stored_max(2, None);
+        t.append(1, vec![fix(1, 200)]);
+        let seen = t.classify(&[fix(1, 200), fix(1, 300), fix(1, 100), fix(1, 50), fix(2, 5)]);
+        assert_eq!(
+            seen,
+            [Seen::InTail, Seen::New, Seen::Check, Seen::Check, Seen::New]
+        );
+        assert_eq!(t.unknown_devices(&[fix(3, 1), fix(1, 1), fix(3, 2)]), [3]);
+    }
+
+    #[test]
+    fn an_epoch_moves_every_row_it_covers_once_in_key_order_then_deletes_its_log() {
+        let t = Tail::default();
+        let n = crate::store::DEFAULT_COMPACT_ROWS + CHUNK_ROWS / 2;
+        // two log rows, interleaved devices
+        let rows: Vec<FixRow> = (0..n as i64).map(|i| fix(i % 7, i)).collect();
+        let (a, b) = rows.split_at(n / 2);
+        t.append(1, a.to_vec());
+        t.append(2, b.to_vec());
+        let mut moved: Vec<(i64, Micros)> = Vec::new();
+        let mut deleted = None;
+        while let Some(c) = t.next_chunk() {
+            assert!(c.rows.len() <= CHUNK_ROWS);
+            moved.extend(c.rows.iter().map(|r| (r.device_pk, r.ts)));
+            // a row arriving mid-epoch belongs to the next epoch
+            t.append(3, vec![fix(99, moved.len() as i64)]);
+            t.compacted(&c);
+            if let Some(upto) = c.delete_log_upto {
+                deleted = Some(upto);
+                break;
+            }
+        }
+        assert_eq!(deleted, Some(2));
+        let mut want: Vec<(i64, Micros)> = rows.iter().map(|r| (r.device_pk, r.ts)).collect();
+        want.sort_unstable();
+        assert_eq!(moved, want, "every covered row once, in key order");
+        assert!(!t.compacting());
+        assert!(t.len() > 0 && t.range(99, 0, i64::MAX).len() == t.len());
+        assert!(t.next_chunk().is_none(), "a small fresh tail is not due");
+        assert_eq!(
+            t.classify(&[fix(3, 3), fix(3, n as i64 + 1)]),
+            [Seen::Check, Seen::New],
+            "stored max raised by the moved rows"
+        );
+    }
+
+    #[test]
+    fn neighbours_reach_one_positioned_fix_past_each_end() {
+        let t = Tail::default();
+        let mut unpositioned = fix(1, 15);
+        unpositioned.lat_e7 = None;
+        t.append(
+            1,
+            vec![fix(1, 5), fix(1, 10), unpositioned, fix(1, 30), fix(1, 40)],
+        );
+        t.set_stored_max(1, Some(7));
+        let (pts, table_needed) = t.neighbours(1, 20, 25);
+        let ts: Vec<Micros> = pts.iter().map(|p| p.ts).collect();
+        assert_eq!(ts, [10, 30]);
+        assert!(
+            !table_needed,
+            "the tail's fix before is newer than the table's newest"
+        );
+        t.set_stored_max(1, Some(12));
+        assert!(t.neighbours(1, 20, 25).1);
+    }
+
+    #[test]
+    fn the_newest_stored_fix_stands_in_for_a_read_once_known() {
+        let t = Tail::default();
+        let pt = |ts| Pt {
+            device_pk: 1,
+            ts,
+            lat_e7: 1,
+            lon_e7: 2,
+        };
+        t.set_stored_max(1, Some(100));
+        assert!(t.neighbours(1, 200, 300).1, "unknown: read the table");
+        t.learn_stored_last(1, 200, &[pt(90), pt(100)]);
+        let (pts, needed) = t.neighbours(1, 200, 300);
+        assert!(!needed);
+        assert_eq!(pts.iter().map(|p| p.ts).collect::<Vec<_>>(), [100]);
+        assert!(
+            t.neighbours(1, 50, 60).1,
+            "a late group still reads the table"
+        );
+        // compaction moves a newer positioned fix: it becomes the stored neighbour
+        t.append(1, vec![fix(1, 150)]);
+        let c = t.next_chunk_now().expect("chunk");
+        t.compacted(&c);
+        let (pts, needed) = t.neighbours(1, 200, 300);
+        assert!(!needed);
+        assert_eq!(pts.iter().map(|p| p.ts).collect::<Vec<_>>(), [150]);
+        t.purge_before(0);
+        assert!(t.neighbours(1, 200, 300).1, "forgotten after a purge");
+    }
+
+    #[test]
+    fn at_time_and_trail_reads_follow_the_tables_rules() {
+        let t = Tail::default();
+        let mut other = fix(1, 20);
+        other.subject_pk = Some(2);
+        t.append(
+            1,
+            vec![
+                fix(1, 5),
+                fix(1, 10),
+                other,
+                fix(1, 30),
+                fix(2, 25),
+                fix(1, 50),
+            ],
+        );
+        let ts = |v: Vec<FixRow>| v.iter().map(|r| (r.device_pk, r.ts)).collect::<Vec<_>>();
+        assert_eq!(
+            ts(t.at_time(&[1, 2], 1, 15, 35)),
+            [(1, 10), (1, 30), (1, 50), (2, 25)]
+        );
+        assert_eq!(
+            ts(t.trail(&[1, 2], 1, 0, 100, (10, 1), 2)),
+            [(2, 25), (1, 30)]
+        );
+    }
+}

@@ -1,0 +1,362 @@
+//! The SQLite ingest log and its tail (src/store/sqlite_tail.rs), through the library's store
+//! API and the server: every read gives the same answer whether the fixes are still in the
+//! tail, already compacted into the table, or split between the two; a fix is a duplicate
+//! wherever its first copy is, across a restart too; and the ingest writer compacts the tail
+//! by itself. The library scenarios run on PostgreSQL as well, where there is no tail and the
+//! same answers are expected.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{fresh_database, ping, spawn_app_with, Backend};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tagwatch::geodesy::{LatLon, LocalFrame};
+use tagwatch::query::at_time::location_at_time;
+use tagwatch::query::cells::fix_cell;
+use tagwatch::query::{QFix, QueryConfig};
+use tagwatch::store::{FixRow, NewSubject, Store};
+
+const MINUTE_US: i64 = 60_000_000;
+const T0: i64 = 1_719_705_600_000_000;
+const CENTRE: LatLon = LatLon::new(51.5074, -0.1278);
+const WEARERS: usize = 5;
+const MINUTES: i64 = 240;
+
+/// Subjects and devices `0..WEARERS`; device 0 is moved to subject 1 halfway (fixes keep
+/// their own subject). Returns (subject pk, device pk) per wearer.
+async fn wearers(store: &Store) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    for i in 0..WEARERS {
+        let s = store
+            .create_subject(&NewSubject {
+                id: format!("S-{i}"),
+                display_name: None,
+                borough: None,
+                officer_id: None,
+                timezone: "Europe/London".into(),
+            })
+            .await
+            .unwrap();
+        let d = store
+            .create_device(&format!("D-{i}"), s.pk, T0)
+            .await
+            .unwrap();
+        out.push((s.pk, d.pk));
+    }
+    store
+        .reassign_device(out[0].1, out[1].0, T0 + MINUTES / 2 * MINUTE_US)
+        .await
+        .unwrap();
+    out
+}
+
+/// One fix a minute per wearer with gaps, a few without a position; device 0's second half
+/// belongs to subject 1.
+fn track(wearers: &[(i64, i64)], rng: &mut StdRng) -> Vec<FixRow> {
+    let frame = LocalFrame::new(CENTRE);
+    let mut rows = Vec::new();
+    for (i, &(subject_pk, device_pk)) in wearers.iter().enumerate() {
+        let (mut x, mut y) = (0.0_f64, 0.0_f64);
+        let mut m = 0;
+        while m < MINUTES {
+            m += if rng.gen_bool(0.05) {
+                rng.gen_range(4..12)
+            } else {
+                1
+            };
+            x += rng.gen_range(-120.0..120.0);
+            y += rng.gen_range(-120.0..120.0);
+            let pos = (!rng.gen_bool(0.05)).then(|| frame.to_latlon(x, y));
+            let subject = if i == 0 && m >= MINUTES / 2 {
+                wearers[1].0
+            } else {
+                subject_pk
+            };
+            rows.push(FixRow {
+                device_pk,
+                ts: T0 + m * MINUTE_US,
+                subject_pk: Some(subject),
+                lat_e7: pos.map(|p| (p.lat * 1e7).round() as i32),
+                lon_e7: pos.map(|p| (p.lon * 1e7).round() as i32),
+                accuracy_m: Some(rng.gen_range(3.0..30.0)),
+                source: i16::from(pos.is_some()),
+                speed_mps: None,
+                heading_deg: None,
+                battery_pct: Some(50.0),
+                flags: 0,
+                received_at: T0 + m * MINUTE_US,
+                cell: pos.and_then(|p| fix_cell(p).ok()),
+            });
+        }
+    }
+    rows
+}
+
+/// Everything the store answers about the fixes, through every read path that touches them.
+#[derive(Debug, PartialEq)]
+struct Reads {
+    count: i64,
+    device_fixes: Vec<Vec<FixRow>>,
+    newest: Vec<Option<(i64, i64)>>,
+    trails: Vec<Vec<FixRow>>,
+    at_time: Vec<String>,
+}
+
+async fn reads(store: &Store, wearers: &[(i64, i64)]) -> Reads {
+    let mut r = Reads {
+        count: store.count_fixes().await.unwrap(),
+        device_fixes: Vec::new(),
+        newest: Vec::new(),
+        trails: Vec::new(),
+        at_time: Vec::new(),
+    };
+    let cfg = QueryConfig::default();
+    for &(subject_pk, device_pk) in wearers {
+        r.device_fixes.push(
+            store
+                .device_fixes(device_pk, T0 + 30 * MINUTE_US, T0 + 200 * MINUTE_US)
+                .await
+                .unwrap(),
+        );
+        r.newest.push(store.newest_fix(device_pk).await.unwrap());
+        // the whole trail, in pages of 37
+        let mut tx = store.begin_lawful().await.unwrap();
+        let mut trail: Vec<FixRow> = Vec::new();
+        loop {
+            let after = trail.last().map(|f| (f.ts, f.device_pk));
+            let page = tx
+                .trail_page(subject_pk, T0, T0 + MINUTES * MINUTE_US, after, 37)
+                .await
+                .unwrap();
+            let done = page.len() < 37;
+            trail.extend(page);
+            if done {
+                break;
+            }
+        }
+        r.trails.push(trail);
+        for k in 0..12 {
+            let at = T0 + k * 20 * MINUTE_US + 17_000_000;
+            let rows = tx
+                .at_time_fixes(subject_pk, at, cfg.max_gap_us())
+                .await
+                .unwrap();
+            let fixes: Vec<QFix> = rows.iter().filter_map(FixRow::qfix).collect();
+            r.at_time
+                .push(format!("{:?}", location_at_time(&fixes, at, &cfg)));
+        }
+        tx.commit().await.unwrap();
+    }
+    r
+}
+
+async fn reads_agree_wherever_the_fixes_are(backend: Backend) {
+    let (url, _guard) = fresh_database(backend).await;
+    let store = Store::connect(&url).await.unwrap();
+    let wearers = wearers(&store).await;
+    let mut rng = StdRng::seed_from_u64(0x7a11);
+    let rows = track(&wearers, &mut rng);
+    // every third row arrives late, after the rest
+    let late: Vec<FixRow> = rows.iter().step_by(3).cloned().collect();
+    let on_time: Vec<FixRow> = rows
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 0)
+        .map(|(_, r)| r.clone())
+        .collect();
+    for chunk in on_time.chunks(113) {
+        store.insert_fixes(chunk).await.unwrap();
+    }
+    store.compact_all().await.unwrap();
+    for chunk in late.chunks(71) {
+        store.insert_fixes(chunk).await.unwrap();
+    }
+    let mixed = reads(&store, &wearers).await;
+    store.compact_all().await.unwrap();
+    let compacted = reads(&store, &wearers).await;
+    assert_eq!(mixed, compacted);
+
+    // and the answers are the rows themselves, not merely the same twice
+    assert_eq!(mixed.count, rows.len() as i64);
+    let mut want: Vec<FixRow> = rows
+        .iter()
+        .filter(|r| {
+            r.device_pk == wearers[2].1
+                && (T0 + 30 * MINUTE_US..=T0 + 200 * MINUTE_US).contains(&r.ts)
+        })
+        .cloned()
+        .collect();
+    want.sort_by_key(|r| r.ts);
+    assert_eq!(mixed.device_fixes[2], want);
+    let subject_1: Vec<i64> = rows
+        .iter()
+        .filter(|r| r.subject_pk == Some(wearers[1].0) && r.ts <= T0 + MINUTES * MINUTE_US)
+        .map(|r| r.ts)
+        .collect();
+    let mut trail_1: Vec<i64> = mixed.trails[1].iter().map(|r| r.ts).collect();
+    assert_eq!(
+        trail_1.len(),
+        subject_1.len(),
+        "subject 1's trail spans two devices"
+    );
+    trail_1.dedup();
+    assert!(
+        trail_1.windows(2).all(|w| w[0] <= w[1]),
+        "trail in time order"
+    );
+    assert!(
+        mixed
+            .at_time
+            .iter()
+            .filter(|e| e.contains("Observed") || e.contains("Interpolated"))
+            .count()
+            > 20,
+        "{:?}",
+        mixed.at_time
+    );
+
+    // all in the tail (a fresh store, nothing compacted) reads the same again
+    let (url2, _guard2) = fresh_database(backend).await;
+    let store2 = Store::connect(&url2).await.unwrap();
+    let wearers2 = self::wearers(&store2).await;
+    assert_eq!(wearers2, wearers);
+    for chunk in on_time.chunks(113).chain(late.chunks(71)) {
+        store2.insert_fixes(chunk).await.unwrap();
+    }
+    assert_eq!(reads(&store2, &wearers).await, compacted);
+}
+
+async fn a_fix_is_a_duplicate_wherever_its_first_copy_is(backend: Backend) {
+    let (url, _guard) = fresh_database(backend).await;
+    let store = Store::connect(&url).await.unwrap();
+    let wearers = wearers(&store).await;
+    let mut rng = StdRng::seed_from_u64(0xd0b1);
+    let rows = track(&wearers, &mut rng);
+    let (first, second) = rows.split_at(rows.len() / 2);
+    assert!(store.insert_fixes(first).await.unwrap().iter().all(|s| *s));
+    // in the tail
+    assert!(store.insert_fixes(first).await.unwrap().iter().all(|s| !*s));
+    store.compact_all().await.unwrap();
+    // in the table
+    assert!(store.insert_fixes(first).await.unwrap().iter().all(|s| !*s));
+    // a group mixing new fixes, fixes in the table and fixes in the tail
+    let stored = store.insert_fixes(second).await.unwrap();
+    assert!(stored.iter().all(|s| *s));
+    let mixed: Vec<FixRow> = first
+        .iter()
+        .step_by(5)
+        .chain(second.iter().step_by(7))
+        .cloned()
+        .collect();
+    assert!(store
+        .insert_fixes(&mixed)
+        .await
+        .unwrap()
+        .iter()
+        .all(|s| !*s));
+    // after a restart, with the second half still in the ingest log only
+    drop(store);
+    let store = Store::connect(&url).await.unwrap();
+    assert_eq!(store.count_fixes().await.unwrap(), rows.len() as i64);
+    assert!(store
+        .insert_fixes(second)
+        .await
+        .unwrap()
+        .iter()
+        .all(|s| !*s));
+    assert!(store.insert_fixes(first).await.unwrap().iter().all(|s| !*s));
+    let mut read_back = Vec::new();
+    for &(_, device_pk) in &wearers {
+        read_back.extend(store.device_fixes(device_pk, 0, i64::MAX).await.unwrap());
+    }
+    let mut want = rows.clone();
+    want.sort_by_key(|r| (r.device_pk, r.ts));
+    assert_eq!(read_back, want, "each fix once, as written");
+    store.compact_all().await.unwrap();
+    assert_eq!(store.count_fixes().await.unwrap(), rows.len() as i64);
+}
+
+on_both_stores!(
+    reads_agree_wherever_the_fixes_are,
+    a_fix_is_a_duplicate_wherever_its_first_copy_is
+);
+
+/// Counts rows of `table` in the app's SQLite file, behind the server's back.
+async fn rows_in(url: &str, table: &str) -> i64 {
+    let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+    let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+/// The server's ingest writer compacts the tail by itself once it holds `compact_rows`
+/// fixes: the table fills, the log empties, and the API reads the same trail throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_the_ingest_writer_compacts_the_tail() {
+    let app = spawn_app_with(Backend::Sqlite, |s| s.compact_rows = 400).await;
+    let (officer_id, officer) = app.user("officer", "officer").await;
+    app.subject("S-1", Some(officer_id)).await;
+    let device = app.device("D-1", "S-1").await;
+    let start = chrono::Utc::now() - chrono::Duration::hours(3);
+    let total = 1_500;
+    for batch in 0..(total / 100) {
+        let pings: Vec<Value> = (0..100)
+            .map(|i| {
+                let t = start + chrono::Duration::seconds(((batch * 100 + i) * 5) as i64);
+                let lat = 51.5 + f64::from(i) * 1e-5;
+                ping("D-1", &t.to_rfc3339(), lat, -0.12)
+            })
+            .collect();
+        let (s, v) = app.post_pings(&device, Value::Array(pings)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["accepted"], 100, "{v}");
+    }
+    // the writer runs compaction steps between groups and, idle, once a second
+    let mut waited = 0;
+    while rows_in(&app.database_url, "fixes").await < 1_200 {
+        waited += 1;
+        assert!(waited < 100, "the tail was not compacted");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        rows_in(&app.database_url, "fix_log").await < (total / 100) as i64,
+        "compaction deletes the log rows it covered"
+    );
+    let from = start.to_rfc3339();
+    let to = (start + chrono::Duration::hours(4)).to_rfc3339();
+    let query = serde_urlencoded::to_string([
+        ("from", from.as_str()),
+        ("to", to.as_str()),
+        ("limit", "1000"),
+    ])
+    .unwrap();
+    let path = format!("/v1/subjects/S-1/trail?{query}");
+    let mut seen = Vec::new();
+    let mut next = path.clone();
+    loop {
+        let (status, v) = app.get(&next, &officer).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        seen.extend(
+            v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["ts"].clone()),
+        );
+        match v["next_cursor"].as_str() {
+            Some(c) => next = format!("{path}&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        total as usize,
+        "every fix once, table and tail together"
+    );
+}
