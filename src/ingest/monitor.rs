@@ -532,7 +532,10 @@ impl Monitor {
         Ok(())
     }
 
-    /// Evaluates one committed batch (fixes of any devices).
+    /// Evaluates one committed batch (fixes of any devices). The engine runs over every
+    /// device first; only then are the changes written, so the transaction that writes
+    /// them (which on SQLite holds the store's one write lock, wanted by ingest's next
+    /// group commit) lasts as long as the writes, not the evaluation.
     pub async fn evaluate(&self, rows: Vec<FixRow>) -> Result<(), StoreError> {
         let mut by_device: HashMap<i64, Vec<&FixRow>> = HashMap::new();
         for r in &rows {
@@ -541,7 +544,7 @@ impl Monitor {
         let (index, absences) = self.snapshot();
         let no_absences = Vec::new();
         let mut devices = self.inner.devices.lock().await;
-        let mut w = Writes::new();
+        let mut applied_all: Vec<(i64, Applied)> = Vec::new();
         for (device_pk, mut fixes) in by_device {
             fixes.sort_by_key(|f| f.ts);
             let Some(subject_pk) = fixes.last().and_then(|f| f.subject_pk) else {
@@ -573,6 +576,15 @@ impl Monitor {
                 .metrics
                 .evaluation_seconds
                 .observe(started.elapsed().as_secs_f64());
+            if !matches!(&applied, Applied::Events(events) if events.is_empty()) {
+                applied_all.push((device_pk, applied));
+            }
+        }
+        let mut w = Writes::new();
+        for (device_pk, applied) in applied_all {
+            let Some(slot) = devices.get_mut(&device_pk) else {
+                continue;
+            };
             match applied {
                 Applied::Events(events) => {
                     self.persist_events(&mut w, device_pk, slot, events, false)
@@ -590,6 +602,13 @@ impl Monitor {
                         .iter()
                         .map(eval_fix)
                         .collect();
+                    let subject_pk = slot.subject_pk;
+                    let ctx = Ctx {
+                        index: &index,
+                        subject: subject_pk,
+                        absences: absences.get(&subject_pk).unwrap_or(&no_absences),
+                        config: &self.inner.config,
+                    };
                     let episodes = slot.engine.replay(&history, &ctx);
                     let stored = self
                         .inner
