@@ -201,13 +201,13 @@ async fn list(
     Path(id): Path<String>,
 ) -> Result<Json<List<Zone>>, ApiError> {
     let subject = visible_subject(&state, &caller, &id).await?;
+    // the subject's rows only: reading every zone to filter them made registering a
+    // fleet quadratic (each registration lists its subject's zones first)
     let items = state
         .store
-        .zones()
+        .subject_zones(subject.pk)
         .await?
         .into_iter()
-        .rev()
-        .filter(|z| z.subject_pk == subject.pk)
         .map(|z| zone_json(z, &subject.id))
         .collect();
     Ok(Json(List {
