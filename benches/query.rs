@@ -200,7 +200,7 @@ async fn build(store: &Store, backend: &str, minutes: i64) {
         store.insert_fixes(&batch).await.unwrap();
         // what the server's ingest writer does between groups (SQLite: compaction of the
         // ingest log's tail, once due)
-        while store.maintain().await.unwrap() != Upkeep::Idle {}
+        while store.maintain(batch.len()).await.unwrap() != Upkeep::Idle {}
         minute += BATCH_MINUTES;
         if minute % (BATCH_MINUTES * 200) == 0 {
             eprintln!(

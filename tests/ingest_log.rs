@@ -360,3 +360,60 @@ async fn sqlite_the_ingest_writer_compacts_the_tail() {
         "every fix once, table and tail together"
     );
 }
+
+/// Under sustained ingest compaction keeps pace: after each group the writer's upkeep
+/// (`Store::maintain`) moves at least as many fixes as arrived while the tail is over its
+/// limit, so the tail (memory) stays within the limit, a group and a chunk. One chunk of
+/// 2,048 per group, as it first was, let it grow by every group's excess without bound
+/// (43,472 fixes here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_compaction_keeps_pace_with_sustained_ingest() {
+    let (url, _guard) = fresh_database(Backend::Sqlite).await;
+    let options = tagwatch::store::StoreOptions {
+        compact_rows: 5_000,
+    };
+    let store = Store::connect_with(&url, &options).await.unwrap();
+    let wearers = wearers(&store).await;
+    let (subject_pk, device_pk) = wearers[2];
+    let group = 3_000;
+    let mut total = 0_i64;
+    let (mut largest_tail, mut largest_before) = (0, 0);
+    for g in 0..40 {
+        let rows: Vec<FixRow> = (0..group)
+            .map(|i| {
+                let ts = T0 + (g * group + i) * 1_000_000;
+                FixRow {
+                    device_pk,
+                    ts,
+                    subject_pk: Some(subject_pk),
+                    lat_e7: Some(515_000_000 + i as i32),
+                    lon_e7: Some(-1_200_000),
+                    accuracy_m: Some(5.0),
+                    source: 1,
+                    speed_mps: None,
+                    heading_deg: None,
+                    battery_pct: None,
+                    flags: 0,
+                    received_at: ts,
+                    cell: fix_cell(LatLon::new(51.5, -0.12)).ok(),
+                }
+            })
+            .collect();
+        assert!(store.insert_fixes(&rows).await.unwrap().iter().all(|s| *s));
+        total += group;
+        let before = total - rows_in(&url, "fixes").await;
+        largest_before = largest_before.max(before);
+        store.maintain(rows.len()).await.unwrap();
+        let tail = total - rows_in(&url, "fixes").await;
+        largest_tail = largest_tail.max(tail);
+    }
+    assert!(
+        largest_tail <= 5_000 + group + 2_048,
+        "the tail grew to {largest_tail} fixes"
+    );
+    assert!(
+        largest_before > 5_000,
+        "the tail never went over its limit ({largest_before}): nothing was tested"
+    );
+    assert_eq!(store.count_fixes().await.unwrap(), total);
+}

@@ -143,7 +143,7 @@ async fn writer(
             match rx.try_recv() {
                 Ok(job) => job,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    upkeep_waiting = upkeep(&store, metrics).await;
+                    upkeep_waiting = upkeep(&store, 0, metrics).await;
                     continue;
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
@@ -155,7 +155,7 @@ async fn writer(
                     None => break,
                 },
                 () = tokio::time::sleep(UPKEEP_IDLE) => {
-                    upkeep_waiting = upkeep(&store, metrics).await;
+                    upkeep_waiting = upkeep(&store, 0, metrics).await;
                     continue;
                 }
             }
@@ -225,7 +225,7 @@ async fn writer(
                 tracing::warn!("engine stopped; committed fixes are stored but not evaluated");
             }
         }
-        upkeep_waiting = upkeep(&store, metrics).await;
+        upkeep_waiting = upkeep(&store, n, metrics).await;
     }
 }
 
@@ -234,9 +234,9 @@ const UPKEEP_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One step of store upkeep; true when more steps wait. A failure is logged and retried
 /// later: what upkeep moves stays readable and durable where it is.
-async fn upkeep(store: &Store, metrics: &Metrics) -> bool {
+async fn upkeep(store: &Store, ingested: usize, metrics: &Metrics) -> bool {
     let started = Instant::now();
-    match store.maintain().await {
+    match store.maintain(ingested).await {
         Ok(Upkeep::Idle) => false,
         Ok(Upkeep::Step { more }) => {
             metrics

@@ -312,11 +312,12 @@ impl Store {
         dispatch!(self, count_fixes())
     }
 
-    /// Background upkeep the ingest writer runs between groups: on SQLite, one step of
-    /// moving the ingest log's tail into `fixes` when one is due.
-    pub async fn maintain(&self) -> Result<Upkeep> {
+    /// Background upkeep the ingest writer runs between groups, after a group of
+    /// `ingested` fixes (0 when idle): on SQLite, moving part of the ingest log's tail into
+    /// `fixes` when due, keeping pace with ingest when the tail is over its limit.
+    pub async fn maintain(&self, ingested: usize) -> Result<Upkeep> {
         match self {
-            Store::Sqlite(s) => s.compact_step().await,
+            Store::Sqlite(s) => s.compact_step(ingested).await,
             Store::Postgres(_) => Ok(Upkeep::Idle),
         }
     }

@@ -13,7 +13,7 @@ use sqlx::{Connection, Row};
 use std::sync::Arc;
 
 use super::sqlite_lawful::on_handle;
-use super::sqlite_tail::{decode, encode, Chunk, Seen, Tail};
+use super::sqlite_tail::{decode, encode, Chunk, Seen, Tail, CHUNK_ROWS};
 
 use super::{DeviceRow, FixRow, NewSubject, Result, StoreError, SubjectRow, Upkeep, UserRow};
 use crate::model::Micros;
@@ -470,16 +470,40 @@ impl SqliteStore {
         Ok(stored)
     }
 
-    /// One compaction step, if due (see [`super::sqlite_tail`]); true when more wait.
-    pub(super) async fn compact_step(&self) -> Result<Upkeep> {
-        let _writer = self.writer.lock().await;
-        let Some(chunk) = self.tail.next_chunk() else {
-            return Ok(Upkeep::Idle);
-        };
-        self.move_chunk(&chunk).await?;
-        self.tail.compacted(&chunk);
-        Ok(Upkeep::Step {
-            more: self.tail.compacting(),
+    /// Compaction after a group of `ingested` fixes (0 when idle): one chunk if one is due,
+    /// and, while the tail holds more than its limit, more chunks until as many fixes have
+    /// moved as were just ingested, so that compaction keeps pace with ingest and the tail
+    /// (memory) stays bounded under sustained load. The write gate is taken per chunk, so
+    /// an audited read waits for one chunk at most.
+    pub(super) async fn compact_step(&self, ingested: usize) -> Result<Upkeep> {
+        let mut moved = 0;
+        loop {
+            let chunk = {
+                let _writer = self.writer.lock().await;
+                // behind: what is left of the group's worth in one transaction
+                let rows = if self.tail.over_limit() {
+                    CHUNK_ROWS.max(ingested.saturating_sub(moved))
+                } else {
+                    CHUNK_ROWS
+                };
+                let Some(chunk) = self.tail.next_chunk(rows) else {
+                    break;
+                };
+                self.move_chunk(&chunk).await?;
+                self.tail.compacted(&chunk);
+                chunk
+            };
+            moved += chunk.rows.len();
+            if !(self.tail.over_limit() && moved < ingested) {
+                break;
+            }
+        }
+        Ok(if moved == 0 {
+            Upkeep::Idle
+        } else {
+            Upkeep::Step {
+                more: self.tail.compacting(),
+            }
         })
     }
 

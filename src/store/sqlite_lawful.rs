@@ -155,7 +155,11 @@ pub(super) async fn at_time_fixes(
     let (lo, hi) = (at.saturating_sub(gap_us), at.saturating_add(gap_us));
     // the tail first, then the table (see sqlite_tail's module doc); the caller drops a
     // key seen twice, and an extra, farther neighbour changes no nearest one
-    let mut out = tail.at_time(&worn_devices(conn, subject_pk).await?, subject_pk, lo, hi);
+    let mut out = if tail.len() == 0 {
+        Vec::new() // (the common case when ingest is quiet: no statement for the devices)
+    } else {
+        tail.at_time(&worn_devices(conn, subject_pk).await?, subject_pk, lo, hi)
+    };
     let rows = sqlx::query(&format!(
         "SELECT {FIX_COLUMNS} FROM fixes \
          WHERE device_pk IN (SELECT device_pk FROM device_assignments WHERE subject_pk = ?1) \
@@ -322,9 +326,13 @@ pub(super) async fn trail_page(
     let (after_ts, after_dev) = after.unwrap_or((i64::MIN, i64::MIN));
     // the tail first, then the table (see sqlite_tail's module doc): the page is the first
     // `limit` of both together
-    let devices = worn_devices(conn, subject_pk).await?;
     let page = usize::try_from(limit).unwrap_or(0);
-    let mut out = tail.trail(&devices, subject_pk, from, to, (after_ts, after_dev), page);
+    let mut out = if tail.len() == 0 {
+        Vec::new()
+    } else {
+        let devices = worn_devices(conn, subject_pk).await?;
+        tail.trail(&devices, subject_pk, from, to, (after_ts, after_dev), page)
+    };
     let rows = sqlx::query(&format!(
         "SELECT {FIX_COLUMNS} FROM fixes \
          WHERE device_pk IN (SELECT device_pk FROM device_assignments WHERE subject_pk = ?1) \

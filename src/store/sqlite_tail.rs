@@ -355,16 +355,16 @@ impl Tail {
 
     /// The next compaction step, if one is due: a new epoch starts when the tail holds
     /// `compact_rows` fixes or its oldest has waited [`COMPACT_AGE`].
-    pub(super) fn next_chunk(&self) -> Option<Chunk> {
-        self.chunk(false)
+    pub(super) fn next_chunk(&self, max_rows: usize) -> Option<Chunk> {
+        self.chunk(false, max_rows)
     }
 
     /// The next compaction step while the tail holds anything, due or not.
     pub(super) fn next_chunk_now(&self) -> Option<Chunk> {
-        self.chunk(true)
+        self.chunk(true, CHUNK_ROWS)
     }
 
-    fn chunk(&self, force: bool) -> Option<Chunk> {
+    fn chunk(&self, force: bool, max_rows: usize) -> Option<Chunk> {
         let mut s = self.lock();
         if s.epoch.is_none() {
             let due = force
@@ -387,7 +387,7 @@ impl Tail {
         .filter(|(_, (seq, _))| *seq <= upto);
         let rows: Vec<FixRow> = rest
             .by_ref()
-            .take(CHUNK_ROWS)
+            .take(max_rows.max(1))
             .map(|(_, (_, r))| r.clone())
             .collect();
         let last = rest.next().is_none();
@@ -425,6 +425,11 @@ impl Tail {
         } else if let (Some(e), Some(r)) = (s.epoch.as_mut(), chunk.rows.last()) {
             e.cursor = Some((r.device_pk, r.ts));
         }
+    }
+
+    /// True when the tail holds more than `compact_rows` fixes: compaction is behind.
+    pub(super) fn over_limit(&self) -> bool {
+        self.lock().rows.len() > self.compact_rows
     }
 
     /// True while a compaction epoch is under way (more steps to run).
@@ -503,7 +508,7 @@ mod tests {
         t.append(2, b.to_vec());
         let mut moved: Vec<(i64, Micros)> = Vec::new();
         let mut deleted = None;
-        while let Some(c) = t.next_chunk() {
+        while let Some(c) = t.next_chunk(CHUNK_ROWS) {
             assert!(c.rows.len() <= CHUNK_ROWS);
             moved.extend(c.rows.iter().map(|r| (r.device_pk, r.ts)));
             // a row arriving mid-epoch belongs to the next epoch
@@ -520,7 +525,10 @@ mod tests {
         assert_eq!(moved, want, "every covered row once, in key order");
         assert!(!t.compacting());
         assert!(t.len() > 0 && t.range(99, 0, i64::MAX).len() == t.len());
-        assert!(t.next_chunk().is_none(), "a small fresh tail is not due");
+        assert!(
+            t.next_chunk(CHUNK_ROWS).is_none(),
+            "a small fresh tail is not due"
+        );
         assert_eq!(
             t.classify(&[fix(3, 3), fix(3, n as i64 + 1)]),
             [Seen::Check, Seen::New],
