@@ -17,7 +17,7 @@ use tagwatch::geodesy::{LatLon, LocalFrame};
 use tagwatch::query::at_time::location_at_time;
 use tagwatch::query::cells::fix_cell;
 use tagwatch::query::{QFix, QueryConfig};
-use tagwatch::store::{FixRow, NewSubject, Store};
+use tagwatch::store::{FixRow, Store};
 
 const MINUTE_US: i64 = 60_000_000;
 const T0: i64 = 1_719_705_600_000_000;
@@ -30,21 +30,7 @@ const MINUTES: i64 = 240;
 async fn wearers(store: &Store) -> Vec<(i64, i64)> {
     let mut out = Vec::new();
     for i in 0..WEARERS {
-        let s = store
-            .create_subject(&NewSubject {
-                id: format!("S-{i}"),
-                display_name: None,
-                borough: None,
-                officer_id: None,
-                timezone: "Europe/London".into(),
-            })
-            .await
-            .unwrap();
-        let d = store
-            .create_device(&format!("D-{i}"), s.pk, T0)
-            .await
-            .unwrap();
-        out.push((s.pk, d.pk));
+        out.push(common::wearer(store, i, T0).await);
     }
     store
         .reassign_device(out[0].1, out[1].0, T0 + MINUTES / 2 * MINUTE_US)
@@ -416,4 +402,40 @@ async fn sqlite_compaction_keeps_pace_with_sustained_ingest() {
         "the tail never went over its limit ({largest_before}): nothing was tested"
     );
     assert_eq!(store.count_fixes().await.unwrap(), total);
+}
+
+/// A writer that cannot get its turn fails as unavailable rather than waiting for ever: an
+/// audited transaction left open holds SQLite's write gate, and a group commit behind it
+/// gives up after the busy timeout (10 s), as it did on SQLite's own lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_writer_behind_a_stuck_transaction_fails_as_unavailable() {
+    let (url, _guard) = fresh_database(Backend::Sqlite).await;
+    let store = Store::connect(&url).await.unwrap();
+    let (subject_pk, device_pk) = common::wearer(&store, 1, T0).await;
+    let row = FixRow {
+        device_pk,
+        ts: T0,
+        subject_pk: Some(subject_pk),
+        lat_e7: Some(515_000_000),
+        lon_e7: Some(-1_200_000),
+        accuracy_m: Some(5.0),
+        source: 1,
+        speed_mps: None,
+        heading_deg: None,
+        battery_pct: None,
+        flags: 0,
+        received_at: T0,
+        cell: fix_cell(LatLon::new(51.5, -0.12)).ok(),
+    };
+    let stuck = store.begin_lawful().await.unwrap();
+    let attempt = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        store.insert_fixes(std::slice::from_ref(&row)),
+    )
+    .await
+    .expect("the writer waited for ever");
+    let err = attempt.expect_err("written past an open audited transaction");
+    assert!(err.is_unavailable(), "{err}");
+    drop(stuck);
+    assert_eq!(store.insert_fixes(&[row]).await.unwrap(), [true]);
 }

@@ -18,7 +18,7 @@ use tagwatch::geodesy::{LatLon, LocalFrame};
 use tagwatch::query::cells::{fix_cell, scene_cover};
 use tagwatch::query::scene::{scene_matches, MatchMethod, SceneMatch, SceneQuery};
 use tagwatch::query::{QFix, QueryConfig};
-use tagwatch::store::{FixRow, NewSubject, Store};
+use tagwatch::store::{FixRow, Store};
 
 const MINUTE_US: i64 = 60_000_000;
 const T0: i64 = 1_719_705_600_000_000;
@@ -28,21 +28,7 @@ const MINUTES: i64 = 600;
 
 /// A subject wearing a device, both numbered `i`: (subject pk, device pk).
 async fn wearer(store: &Store, i: usize) -> (i64, i64) {
-    let s = store
-        .create_subject(&NewSubject {
-            id: format!("S-{i}"),
-            display_name: None,
-            borough: None,
-            officer_id: None,
-            timezone: "Europe/London".into(),
-        })
-        .await
-        .unwrap();
-    let d = store
-        .create_device(&format!("D-{i}"), s.pk, T0)
-        .await
-        .unwrap();
-    (s.pk, d.pk)
+    common::wearer(store, i, T0).await
 }
 
 /// A stored fix of `device` at `ts`, at `pos` if it has one.

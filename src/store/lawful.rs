@@ -418,7 +418,7 @@ impl Store {
     pub async fn begin_lawful(&self) -> Result<LawfulTx> {
         Ok(match self {
             Store::Sqlite(s) => {
-                let gate = s.write_gate().await;
+                let gate = s.write_gate().await?;
                 LawfulTx::Sqlite(
                     s.pool().begin_with("BEGIN IMMEDIATE").await?,
                     s.tail.clone(),

@@ -84,6 +84,9 @@ pub(super) fn fix(r: &SqliteRow) -> std::result::Result<FixRow, sqlx::Error> {
 
 pub(super) const FIX_COLUMNS: &str = "device_pk, ts, subject_pk, lat_e7, lon_e7, accuracy_m, source, speed_mps, heading_deg, battery_pct, flags, received_at, cell";
 
+/// How long a writer waits for its turn (the write gate, SQLite's busy handler).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often the background checkpointer copies the WAL into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// A WAL longer than this (frames of 4 KiB) is caught up under the write gate, so that the
@@ -137,7 +140,7 @@ impl SqliteStore {
             // FULL: the WAL is fsynced at every commit, so an acknowledged fix survives a
             // power cut, not only a process crash.
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .statement_cache_capacity(512)
             .pragma("cache_size", "-65536")
@@ -184,9 +187,13 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// Waits for the write gate (see [`SqliteStore`]).
-    pub(super) async fn write_gate(&self) -> tokio::sync::OwnedMutexGuard<()> {
-        self.writer.clone().lock_owned().await
+    /// Waits for the write gate (see [`SqliteStore`]), as long as SQLite's own busy
+    /// timeout would have: a writer that cannot get its turn fails as unavailable (503 with
+    /// `Retry-After` on the API) instead of waiting for ever behind a stuck transaction.
+    pub(super) async fn write_gate(&self) -> Result<tokio::sync::OwnedMutexGuard<()>> {
+        tokio::time::timeout(BUSY_TIMEOUT, self.writer.clone().lock_owned())
+            .await
+            .map_err(|_| StoreError::Db(sqlx::Error::PoolTimedOut))
     }
 
     /// Brings the ingest log's rows back into the tail after a restart, leaving out those
@@ -418,7 +425,7 @@ impl SqliteStore {
     /// than SQLite's own work.
     #[tracing::instrument(skip_all, fields(rows = rows.len()))]
     pub async fn insert_fixes(&self, rows: &[FixRow]) -> Result<Vec<bool>> {
-        let _writer = self.writer.lock().await;
+        let _writer = self.write_gate().await?;
         let tail = &self.tail;
         // IMMEDIATE: the transaction reads before it writes, and a deferred one could not
         // take the write lock once another writer had committed after its first read
@@ -479,7 +486,7 @@ impl SqliteStore {
         let mut moved = 0;
         loop {
             let chunk = {
-                let _writer = self.writer.lock().await;
+                let _writer = self.write_gate().await?;
                 // behind: what is left of the group's worth in one transaction
                 let rows = if self.tail.over_limit() {
                     CHUNK_ROWS.max(ingested.saturating_sub(moved))
@@ -509,7 +516,7 @@ impl SqliteStore {
 
     /// Moves the whole tail into `fixes` now, whether due or not.
     pub(super) async fn compact_all(&self) -> Result<()> {
-        let _writer = self.writer.lock().await;
+        let _writer = self.write_gate().await?;
         while let Some(chunk) = self.tail.next_chunk_now() {
             self.move_chunk(&chunk).await?;
             self.tail.compacted(&chunk);
@@ -582,7 +589,7 @@ impl SqliteStore {
 
     /// Exact: no compaction step runs meanwhile, and at rest no key is in both places.
     pub async fn count_fixes(&self) -> Result<i64> {
-        let _writer = self.writer.lock().await;
+        let _writer = self.write_gate().await?;
         let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM fixes")
             .fetch_one(&self.pool)
             .await?;

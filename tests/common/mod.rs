@@ -254,6 +254,26 @@ impl TestApp {
     }
 }
 
+/// Through the library: a subject `S-{i}` wearing device `D-{i}` from `from_us`; returns
+/// (subject pk, device pk).
+pub async fn wearer(store: &tagwatch::store::Store, i: usize, from_us: i64) -> (i64, i64) {
+    let s = store
+        .create_subject(&tagwatch::store::NewSubject {
+            id: format!("S-{i}"),
+            display_name: None,
+            borough: None,
+            officer_id: None,
+            timezone: "Europe/London".into(),
+        })
+        .await
+        .unwrap();
+    let d = store
+        .create_device(&format!("D-{i}"), s.pk, from_us)
+        .await
+        .unwrap();
+    (s.pk, d.pk)
+}
+
 /// An RFC 3339 time `secs_ago` seconds before now.
 pub fn ago(secs_ago: i64) -> String {
     (chrono::Utc::now() - chrono::Duration::seconds(secs_ago)).to_rfc3339()
