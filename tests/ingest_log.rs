@@ -270,6 +270,25 @@ on_both_stores!(
     a_fix_is_a_duplicate_wherever_its_first_copy_is
 );
 
+/// A positioned fix at `ts` near 51.5 N 0.12 W, `north_e7` × 10⁻⁷ degrees further north.
+fn fix_near_centre(device_pk: i64, subject_pk: i64, ts: i64, north_e7: i32) -> FixRow {
+    FixRow {
+        device_pk,
+        ts,
+        subject_pk: Some(subject_pk),
+        lat_e7: Some(515_000_000 + north_e7),
+        lon_e7: Some(-1_200_000),
+        accuracy_m: Some(5.0),
+        source: 1,
+        speed_mps: None,
+        heading_deg: None,
+        battery_pct: None,
+        flags: 0,
+        received_at: ts,
+        cell: fix_cell(LatLon::new(51.5, -0.12)).ok(),
+    }
+}
+
 /// Counts rows of `table` in the app's SQLite file, behind the server's back.
 async fn rows_in(url: &str, table: &str) -> i64 {
     let pool = sqlx::SqlitePool::connect(url).await.unwrap();
@@ -368,21 +387,7 @@ async fn sqlite_compaction_keeps_pace_with_sustained_ingest() {
         let rows: Vec<FixRow> = (0..group)
             .map(|i| {
                 let ts = T0 + (g * group + i) * 1_000_000;
-                FixRow {
-                    device_pk,
-                    ts,
-                    subject_pk: Some(subject_pk),
-                    lat_e7: Some(515_000_000 + i as i32),
-                    lon_e7: Some(-1_200_000),
-                    accuracy_m: Some(5.0),
-                    source: 1,
-                    speed_mps: None,
-                    heading_deg: None,
-                    battery_pct: None,
-                    flags: 0,
-                    received_at: ts,
-                    cell: fix_cell(LatLon::new(51.5, -0.12)).ok(),
-                }
+                fix_near_centre(device_pk, subject_pk, ts, i as i32)
             })
             .collect();
         assert!(store.insert_fixes(&rows).await.unwrap().iter().all(|s| *s));
@@ -412,21 +417,7 @@ async fn sqlite_a_writer_behind_a_stuck_transaction_fails_as_unavailable() {
     let (url, _guard) = fresh_database(Backend::Sqlite).await;
     let store = Store::connect(&url).await.unwrap();
     let (subject_pk, device_pk) = common::wearer(&store, 1, T0).await;
-    let row = FixRow {
-        device_pk,
-        ts: T0,
-        subject_pk: Some(subject_pk),
-        lat_e7: Some(515_000_000),
-        lon_e7: Some(-1_200_000),
-        accuracy_m: Some(5.0),
-        source: 1,
-        speed_mps: None,
-        heading_deg: None,
-        battery_pct: None,
-        flags: 0,
-        received_at: T0,
-        cell: fix_cell(LatLon::new(51.5, -0.12)).ok(),
-    };
+    let row = fix_near_centre(device_pk, subject_pk, T0, 0);
     let stuck = store.begin_lawful().await.unwrap();
     let attempt = tokio::time::timeout(
         std::time::Duration::from_secs(30),
