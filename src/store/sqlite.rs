@@ -199,26 +199,36 @@ impl SqliteStore {
     /// Brings the ingest log's rows back into the tail after a restart, leaving out those
     /// an interrupted compaction had already moved into `fixes`.
     async fn load_log(&self) -> Result<()> {
-        let logged: Vec<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT seq, body FROM fix_log ORDER BY seq")
-                .fetch_all(&self.pool)
-                .await?;
-        for (seq, body) in logged {
-            let rows =
-                decode(&body).map_err(|e| StoreError::Open(format!("fix_log row {seq}: {e}")))?;
-            let mut keep = Vec::with_capacity(rows.len());
-            for r in rows {
-                let stored: Option<i64> =
-                    sqlx::query_scalar("SELECT 1 FROM fixes WHERE device_pk = ? AND ts = ?")
-                        .bind(r.device_pk)
-                        .bind(r.ts)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                if stored.is_none() {
-                    keep.push(r);
-                }
+        let mut conn = self.pool.acquire().await?;
+        // (in place: after a crash with a full tail that is ~10^5 key look-ups)
+        let logged = on_handle(&mut conn, |db| {
+            let mut exists = db.prepare("SELECT 1 FROM fixes WHERE device_pk = ? AND ts = ?")?;
+            let mut st = db.prepare("SELECT seq, body FROM fix_log ORDER BY seq")?;
+            let mut rows = st.query([])?;
+            let mut logged: Vec<(i64, std::result::Result<Vec<FixRow>, String>)> = Vec::new();
+            while let Some(r) = rows.next()? {
+                let seq: i64 = r.get(0)?;
+                let body: Vec<u8> = r.get(1)?;
+                let kept = match decode(&body) {
+                    Ok(fixes) => {
+                        let mut keep = Vec::with_capacity(fixes.len());
+                        for f in fixes {
+                            if !exists.exists(rusqlite::params![f.device_pk, f.ts])? {
+                                keep.push(f);
+                            }
+                        }
+                        Ok(keep)
+                    }
+                    Err(e) => Err(e),
+                };
+                logged.push((seq, kept));
             }
-            self.tail.append(seq, keep);
+            Ok(logged)
+        })
+        .await?;
+        for (seq, kept) in logged {
+            let rows = kept.map_err(|e| StoreError::Open(format!("fix_log row {seq}: {e}")))?;
+            self.tail.append(seq, rows);
         }
         Ok(())
     }
