@@ -469,7 +469,7 @@ impl Store {
         );
         // the tail first, then the table (see sqlite_tail's module doc)
         let in_tail = match self {
-            Store::Sqlite(s) => s.newest_in_tail(device_pk),
+            Store::Sqlite(s) => s.tail.newest(device_pk),
             Store::Postgres(_) => None,
         };
         let stored = with_pool!(self, |pool| {

@@ -21,7 +21,7 @@ use crate::model::Micros;
 /// The embedded store. Fixes are acknowledged through an append-only log and an
 /// in-memory tail before they reach `fixes` (see [`super::sqlite_tail`]).
 ///
-/// `writer`, the write gate, is held by every transaction that writes the log or `fixes`
+/// `gate`, the write gate, is held by every transaction that writes the log or `fixes`
 /// or changes the tail's membership, and by every audited transaction ([`super::LawfulTx`],
 /// which takes SQLite's write lock at `BEGIN IMMEDIATE`). SQLite has one writer at a time;
 /// queueing for it here, in order, replaces its busy handler, which polls with sleeps of
@@ -31,7 +31,7 @@ use crate::model::Micros;
 pub struct SqliteStore {
     pool: SqlitePool,
     pub(super) tail: Arc<Tail>,
-    writer: Arc<tokio::sync::Mutex<()>>,
+    gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -177,12 +177,12 @@ impl SqliteStore {
         let store = Self {
             pool,
             tail: Arc::new(Tail::new(options.compact_rows)),
-            writer: Arc::new(tokio::sync::Mutex::new(())),
+            gate: Arc::new(tokio::sync::Mutex::new(())),
         };
         store.load_log().await?;
         tokio::spawn(checkpointer(
             store.pool.clone(),
-            Arc::downgrade(&store.writer),
+            Arc::downgrade(&store.gate),
         ));
         Ok(store)
     }
@@ -191,7 +191,7 @@ impl SqliteStore {
     /// timeout would have: a writer that cannot get its turn fails as unavailable (503 with
     /// `Retry-After` on the API) instead of waiting for ever behind a stuck transaction.
     pub(super) async fn write_gate(&self) -> Result<tokio::sync::OwnedMutexGuard<()>> {
-        tokio::time::timeout(BUSY_TIMEOUT, self.writer.clone().lock_owned())
+        tokio::time::timeout(BUSY_TIMEOUT, self.gate.clone().lock_owned())
             .await
             .map_err(|_| StoreError::Db(sqlx::Error::PoolTimedOut))
     }
@@ -435,7 +435,7 @@ impl SqliteStore {
     /// than SQLite's own work.
     #[tracing::instrument(skip_all, fields(rows = rows.len()))]
     pub async fn insert_fixes(&self, rows: &[FixRow]) -> Result<Vec<bool>> {
-        let _writer = self.write_gate().await?;
+        let _gate = self.write_gate().await?;
         let tail = &self.tail;
         // IMMEDIATE: the transaction reads before it writes, and a deferred one could not
         // take the write lock once another writer had committed after its first read
@@ -496,7 +496,7 @@ impl SqliteStore {
         let mut moved = 0;
         loop {
             let chunk = {
-                let _writer = self.write_gate().await?;
+                let _gate = self.write_gate().await?;
                 // behind: what is left of the group's worth in one transaction
                 let rows = if self.tail.over_limit() {
                     CHUNK_ROWS.max(ingested.saturating_sub(moved))
@@ -526,7 +526,7 @@ impl SqliteStore {
 
     /// Moves the whole tail into `fixes` now, whether due or not.
     pub(super) async fn compact_all(&self) -> Result<()> {
-        let _writer = self.write_gate().await?;
+        let _gate = self.write_gate().await?;
         while let Some(chunk) = self.tail.next_chunk_now() {
             self.move_chunk(&chunk).await?;
             self.tail.compacted(&chunk);
@@ -592,14 +592,9 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// The newest fix of a device, `(ts, received_at)`, in the tail or the table.
-    pub(super) fn newest_in_tail(&self, device_pk: i64) -> Option<(Micros, Micros)> {
-        self.tail.newest(device_pk)
-    }
-
     /// Exact: no compaction step runs meanwhile, and at rest no key is in both places.
     pub async fn count_fixes(&self) -> Result<i64> {
-        let _writer = self.write_gate().await?;
+        let _gate = self.write_gate().await?;
         let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM fixes")
             .fetch_one(&self.pool)
             .await?;

@@ -155,7 +155,7 @@ pub(super) async fn at_time_fixes(
     let (lo, hi) = (at.saturating_sub(gap_us), at.saturating_add(gap_us));
     // the tail first, then the table (see sqlite_tail's module doc); the caller drops a
     // key seen twice, and an extra, farther neighbour changes no nearest one
-    let mut out = if tail.len() == 0 {
+    let mut out = if tail.is_empty() {
         Vec::new() // (the common case when ingest is quiet: no statement for the devices)
     } else {
         tail.at_time(&worn_devices(conn, subject_pk).await?, subject_pk, lo, hi)
@@ -327,7 +327,7 @@ pub(super) async fn trail_page(
     // the tail first, then the table (see sqlite_tail's module doc): the page is the first
     // `limit` of both together
     let page = usize::try_from(limit).unwrap_or(0);
-    let mut out = if tail.len() == 0 {
+    let mut out = if tail.is_empty() {
         Vec::new()
     } else {
         let devices = worn_devices(conn, subject_pk).await?;
@@ -483,7 +483,11 @@ impl SqliteStore {
                 .await?
                 .rows_affected();
         }
-        counts.fixes += self.tail.purge_before(cutoff);
+        counts.fixes += {
+            // the tail changes only under the write gate (see sqlite_tail's invariants)
+            let _gate = self.write_gate().await?;
+            self.tail.purge_before(cutoff)
+        };
         counts.segments = sqlx::query("DELETE FROM fix_segments WHERE t1 < ?")
             .bind(cutoff)
             .execute(self.pool())

@@ -19,7 +19,7 @@
 //!
 //! Invariants:
 //! - a key is in the tail at most once, and only after its log row committed;
-//! - only the holder of the store's writer lock (see [`super::SqliteStore`]) writes the
+//! - only the holder of the store's write gate (see [`super::SqliteStore`]) writes the
 //!   log or `fixes`, or adds to or removes from the tail;
 //! - `stored_max` only ever over-states the newest stored `ts` of a device (compaction
 //!   raises it, a purge leaves it): it decides which keys are looked up in the table
@@ -36,8 +36,10 @@ use crate::model::Micros;
 /// The tail is compacted once it holds `compact_rows` fixes ([`super::StoreOptions`]) or
 /// once its oldest fix has waited this long.
 pub(super) const COMPACT_AGE: Duration = Duration::from_secs(30);
-/// Fixes per compaction transaction: a chunk's commit holds up the next group's, so it is
-/// kept to a few milliseconds; per-device locality comes from the tail's size, not this.
+/// Fixes per compaction transaction while compaction keeps up: a chunk's commit holds up the
+/// next group's, so it is kept to a few milliseconds; per-device locality comes from the
+/// tail's size, not this. While the tail is over its limit a transaction moves a whole
+/// group's worth instead (see `SqliteStore::compact_step`).
 pub(super) const CHUNK_ROWS: usize = 2_048;
 
 /// First byte of a `fix_log` blob: the encoding's version.
@@ -127,6 +129,11 @@ impl Tail {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// True when no fix waits in the tail (reads can skip it).
+    pub(super) fn is_empty(&self) -> bool {
+        self.lock().rows.is_empty()
     }
 
     /// Number of fixes in the tail.
@@ -524,7 +531,7 @@ mod tests {
         want.sort_unstable();
         assert_eq!(moved, want, "every covered row once, in key order");
         assert!(!t.compacting());
-        assert!(t.len() > 0 && t.range(99, 0, i64::MAX).len() == t.len());
+        assert!(!t.is_empty() && t.range(99, 0, i64::MAX).len() == t.len());
         assert!(
             t.next_chunk(CHUNK_ROWS).is_none(),
             "a small fresh tail is not due"
