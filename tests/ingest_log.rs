@@ -15,7 +15,6 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tagwatch::geodesy::{LatLon, LocalFrame};
 use tagwatch::query::at_time::location_at_time;
-use tagwatch::query::cells::fix_cell;
 use tagwatch::query::{QFix, QueryConfig};
 use tagwatch::store::{FixRow, Store};
 
@@ -61,12 +60,14 @@ fn track(wearers: &[(i64, i64)], rng: &mut StdRng) -> Vec<FixRow> {
             } else {
                 subject_pk
             };
+            let lat_e7 = pos.map(|p| (p.lat * 1e7).round() as i32);
+            let lon_e7 = pos.map(|p| (p.lon * 1e7).round() as i32);
             rows.push(FixRow {
                 device_pk,
                 ts: T0 + m * MINUTE_US,
                 subject_pk: Some(subject),
-                lat_e7: pos.map(|p| (p.lat * 1e7).round() as i32),
-                lon_e7: pos.map(|p| (p.lon * 1e7).round() as i32),
+                lat_e7,
+                lon_e7,
                 accuracy_m: Some(rng.gen_range(3.0..30.0)),
                 source: i16::from(pos.is_some()),
                 speed_mps: None,
@@ -74,7 +75,7 @@ fn track(wearers: &[(i64, i64)], rng: &mut StdRng) -> Vec<FixRow> {
                 battery_pct: Some(50.0),
                 flags: 0,
                 received_at: T0 + m * MINUTE_US,
-                cell: pos.and_then(|p| fix_cell(p).ok()),
+                cell: FixRow::cell_of(lat_e7, lon_e7),
             });
         }
     }
@@ -285,7 +286,7 @@ fn fix_near_centre(device_pk: i64, subject_pk: i64, ts: i64, north_e7: i32) -> F
         battery_pct: None,
         flags: 0,
         received_at: ts,
-        cell: fix_cell(LatLon::new(51.5, -0.12)).ok(),
+        cell: FixRow::cell_of(Some(515_000_000 + north_e7), Some(-1_200_000)),
     }
 }
 

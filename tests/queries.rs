@@ -668,12 +668,16 @@ async fn the_purge_deletes_fixes_past_retention_and_audits_the_run(backend: Back
         .iter()
         .map(|&(ts, x)| {
             let p = frame.to_latlon(x, 0.0);
+            let (lat_e7, lon_e7) = (
+                Some((p.lat * 1e7).round() as i32),
+                Some((p.lon * 1e7).round() as i32),
+            );
             tagwatch::store::FixRow {
                 device_pk: device.pk,
                 ts,
                 subject_pk: device.subject_pk,
-                lat_e7: Some((p.lat * 1e7).round() as i32),
-                lon_e7: Some((p.lon * 1e7).round() as i32),
+                lat_e7,
+                lon_e7,
                 accuracy_m: Some(5.0),
                 source: 1,
                 speed_mps: None,
@@ -681,7 +685,7 @@ async fn the_purge_deletes_fixes_past_retention_and_audits_the_run(backend: Back
                 battery_pct: None,
                 flags: 0,
                 received_at: now,
-                cell: tagwatch::query::cells::fix_cell(p).ok(),
+                cell: tagwatch::store::FixRow::cell_of(lat_e7, lon_e7),
             }
         })
         .collect();

@@ -15,7 +15,7 @@ use common::{fresh_database, Backend};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tagwatch::geodesy::{LatLon, LocalFrame};
-use tagwatch::query::cells::{fix_cell, scene_cover};
+use tagwatch::query::cells::scene_cover;
 use tagwatch::query::scene::{scene_matches, MatchMethod, SceneMatch, SceneQuery};
 use tagwatch::query::{QFix, QueryConfig};
 use tagwatch::store::{FixRow, Store};
@@ -39,12 +39,14 @@ fn fix_row(
     pos: Option<LatLon>,
     accuracy_m: f32,
 ) -> FixRow {
+    let lat_e7 = pos.map(|p| (p.lat * 1e7).round() as i32);
+    let lon_e7 = pos.map(|p| (p.lon * 1e7).round() as i32);
     FixRow {
         device_pk,
         ts,
         subject_pk,
-        lat_e7: pos.map(|p| (p.lat * 1e7).round() as i32),
-        lon_e7: pos.map(|p| (p.lon * 1e7).round() as i32),
+        lat_e7,
+        lon_e7,
         accuracy_m: Some(accuracy_m),
         source: i16::from(pos.is_some()),
         speed_mps: None,
@@ -52,7 +54,7 @@ fn fix_row(
         battery_pct: None,
         flags: 0,
         received_at: ts,
-        cell: pos.and_then(|p| fix_cell(p).ok()),
+        cell: FixRow::cell_of(lat_e7, lon_e7),
     }
 }
 
@@ -65,14 +67,22 @@ async fn index_answer(store: &Store, scene: &SceneQuery, cfg: &QueryConfig) -> V
     got
 }
 
-/// Tracks around a 3 km square, one fix a minute with random gaps; returns the rows in two
-/// inserts (on time, then late).
-async fn tracks(store: &Store, rng: &mut StdRng) -> (Vec<FixRow>, Vec<FixRow>) {
+/// `DEVICES` wearers of `store`.
+async fn wearers(store: &Store) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    for i in 0..DEVICES {
+        out.push(wearer(store, i).await);
+    }
+    out
+}
+
+/// Tracks around a 3 km square, one fix a minute with random gaps, one per wearer; returns
+/// the rows in two inserts (on time, then late).
+fn tracks(wearers: &[(i64, i64)], rng: &mut StdRng) -> (Vec<FixRow>, Vec<FixRow>) {
     let frame = LocalFrame::new(CENTRE);
     let mut on_time = Vec::new();
     let mut late = Vec::new();
-    for i in 0..DEVICES {
-        let (subject_pk, device_pk) = wearer(store, i).await;
+    for (i, &(subject_pk, device_pk)) in wearers.iter().enumerate() {
         let vehicle = i % 4 == 0;
         let (mut x, mut y) = (
             rng.gen_range(-1500.0..1500.0),
@@ -109,7 +119,8 @@ async fn tracks(store: &Store, rng: &mut StdRng) -> (Vec<FixRow>, Vec<FixRow>) {
             let row = fix_row(
                 device_pk,
                 subject,
-                T0 + m * MINUTE_US,
+                // anywhere in its minute (SQLite's fine index keeps minutes)
+                T0 + m * MINUTE_US + rng.gen_range(0..MINUTE_US),
                 positioned.then_some(pos),
                 rng.gen_range(3.0..30.0),
             );
@@ -163,7 +174,7 @@ async fn index_answers_equal_brute_force(backend: Backend) {
     let (url, _guard) = fresh_database(backend).await;
     let store = Store::connect(&url).await.unwrap();
     let mut rng = StdRng::seed_from_u64(0x5ce2e);
-    let (on_time, late) = tracks(&store, &mut rng).await;
+    let (on_time, late) = tracks(&wearers(&store).await, &mut rng);
     for chunk in on_time.chunks(500) {
         store.insert_fixes(chunk).await.unwrap();
     }
@@ -232,7 +243,143 @@ async fn a_fix_between_two_close_intervals_is_not_skipped(backend: Backend) {
     assert_eq!(index_answer(&store, &scene, &cfg).await, vec![]);
 }
 
+/// A SQLite file written before migration 5 (which moved the fine index out of `fixes` into
+/// `fix_cells` and shrank the rows): after the migration every fix reads back as it was
+/// stored, its values rounded to hundredths as ingest now does, and scenes find the same
+/// matches as brute force over them.
+#[tokio::test]
+async fn sqlite_fixes_stored_before_migration_5_read_back_and_are_found() {
+    let (url, _guard) = fresh_database(Backend::Sqlite).await;
+    let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
+    let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
+        .await
+        .unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    let mut before = sqlx::migrate::Migrator::new(dir).await.unwrap();
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version <= 4)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await.unwrap();
+    let wearers: Vec<(i64, i64)> = (1..=DEVICES as i64).map(|i| (i, i)).collect();
+    for &(pk, _) in &wearers {
+        for insert in [
+            "INSERT INTO subjects (pk, id, timezone, created_at) \
+             VALUES (?1, 'S-' || ?1, 'Europe/London', 0)",
+            "INSERT INTO devices (pk, id, subject_pk, created_at) VALUES (?1, 'D-' || ?1, ?1, 0)",
+            "INSERT INTO device_assignments (device_pk, subject_pk, from_us) VALUES (?1, ?1, 0)",
+        ] {
+            sqlx::query(insert).bind(pk).execute(&pool).await.unwrap();
+        }
+    }
+    let mut rng = StdRng::seed_from_u64(0x0005);
+    let (on_time, late) = tracks(&wearers, &mut rng);
+    let mut rows: Vec<FixRow> = on_time.into_iter().chain(late).collect();
+    for (i, r) in rows.iter_mut().enumerate() {
+        // every value column in use, received a varying time after the fix
+        r.speed_mps = Some(rng.gen_range(0.0..40.0));
+        r.heading_deg = (i % 3 != 0).then(|| rng.gen_range(0.0..360.0));
+        r.battery_pct = Some(rng.gen_range(0.0..100.0));
+        r.received_at = r.ts + rng.gen_range(-300_000_000..86_400_000_000);
+        r.flags = (i % 16) as i16;
+        sqlx::query(
+            "INSERT INTO fixes (device_pk, ts, subject_pk, lat_e7, lon_e7, accuracy_m, source, \
+             speed_mps, heading_deg, battery_pct, flags, received_at, cell) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(r.device_pk)
+        .bind(r.ts)
+        .bind(r.subject_pk)
+        .bind(r.lat_e7)
+        .bind(r.lon_e7)
+        .bind(r.accuracy_m)
+        .bind(r.source)
+        .bind(r.speed_mps)
+        .bind(r.heading_deg)
+        .bind(r.battery_pct)
+        .bind(r.flags)
+        .bind(r.received_at)
+        .bind(r.cell)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let store = Store::connect(&url).await.unwrap();
+    let hundredths = |v: Option<f32>| v.map(|v| tagwatch::model::fix::hundredths(f64::from(v)));
+    for r in &mut rows {
+        r.accuracy_m = hundredths(r.accuracy_m);
+        r.speed_mps = hundredths(r.speed_mps);
+        r.heading_deg = hundredths(r.heading_deg);
+        r.battery_pct = hundredths(r.battery_pct);
+    }
+    rows.sort_by_key(|r| (r.device_pk, r.ts));
+    let mut read = Vec::new();
+    for &(_, device_pk) in &wearers {
+        read.extend(
+            store
+                .device_fixes(device_pk, i64::MIN, i64::MAX)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(read, rows);
+    let all: Vec<QFix> = rows.iter().filter_map(FixRow::qfix).collect();
+    let (matches, interpolated) = compare_scenes(&store, &all, &mut rng, 100).await;
+    assert!(
+        matches > 40 && interpolated > 2,
+        "{matches} matches, {interpolated} interpolated"
+    );
+}
+
+/// The retention purge leaves the index whole for the fixes it keeps: with the cutoff in the
+/// middle of a minute (SQLite's fine index keeps minutes), scenes over what is left still
+/// equal brute force, and on SQLite no index row older than the cutoff's minute is left.
+async fn the_purge_keeps_the_index_of_what_it_keeps(backend: Backend) {
+    let (url, _guard) = fresh_database(backend).await;
+    let store = Store::connect(&url).await.unwrap();
+    let mut rng = StdRng::seed_from_u64(0x9e7e);
+    let (on_time, late) = tracks(&wearers(&store).await, &mut rng);
+    let rows: Vec<FixRow> = on_time.into_iter().chain(late).collect();
+    store.insert_fixes(&rows).await.unwrap();
+    store.compact_all().await.unwrap();
+    let cutoff = T0 + (MINUTES / 2) * MINUTE_US + 30_000_000;
+    let counts = store.purge_fixes_before(cutoff).await.unwrap();
+    let kept: Vec<QFix> = rows
+        .iter()
+        .filter(|r| r.ts >= cutoff)
+        .filter_map(FixRow::qfix)
+        .collect();
+    assert_eq!(
+        counts.fixes as usize,
+        rows.len() - rows.iter().filter(|r| r.ts >= cutoff).count()
+    );
+    let (matches, interpolated) = compare_scenes(&store, &kept, &mut rng, 100).await;
+    assert!(
+        matches > 20 && interpolated > 0,
+        "{matches} matches, {interpolated} interpolated"
+    );
+    if backend == Backend::Sqlite {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let minutes: (i64, i64) = sqlx::query_as("SELECT min(minute), count(*) FROM fix_cells")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            minutes.0,
+            cutoff.div_euclid(MINUTE_US),
+            "older rows are gone, the cutoff's minute stays"
+        );
+        assert!(minutes.1 > 1_000);
+    }
+}
+
 on_both_stores!(
+    the_purge_keeps_the_index_of_what_it_keeps,
     index_answers_equal_brute_force,
     a_fix_between_two_close_intervals_is_not_skipped
 );

@@ -179,7 +179,7 @@ async fn disk(database_url: &str) -> anyhow::Result<Disk> {
         // dbstat splits the file by table and index when the library has it
         let fix_bytes: Option<i64> = sqlx::query_scalar(
             "SELECT sum(pgsize) FROM dbstat WHERE name IN \
-             (SELECT name FROM sqlite_schema WHERE tbl_name IN ('fixes', 'fix_segments'))",
+             (SELECT name FROM sqlite_schema WHERE tbl_name IN ('fixes', 'fix_cells', 'fix_segments'))",
         )
         .fetch_one(&mut c)
         .await

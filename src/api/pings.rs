@@ -78,10 +78,6 @@ pub struct IngestResult {
     pub rejected: Vec<Rejected>,
 }
 
-fn cell_of(lat: f64, lon: f64) -> Option<i64> {
-    crate::query::cells::fix_cell(crate::geodesy::LatLon::new(lat, lon)).ok()
-}
-
 fn row_of(fix: &Fix, device_pk: i64, subject_pk: Option<i64>, received_at: i64) -> FixRow {
     FixRow {
         device_pk,
@@ -96,10 +92,7 @@ fn row_of(fix: &Fix, device_pk: i64, subject_pk: Option<i64>, received_at: i64) 
         battery_pct: fix.battery_pct,
         flags: pack_flags(fix.tamper, fix.charging),
         received_at,
-        cell: match (fix.lat(), fix.lon()) {
-            (Some(la), Some(lo)) => cell_of(la, lo),
-            _ => None,
-        },
+        cell: FixRow::cell_of(fix.pos_e7.map(|p| p.0), fix.pos_e7.map(|p| p.1)),
     }
 }
 

@@ -118,6 +118,14 @@ fn finite(name: &str, v: Option<f64>) -> Result<Option<f64>, String> {
     }
 }
 
+/// `v` rounded to 0.01 (half away from zero) as the stores keep it: accuracy and speed to
+/// the centimetre, heading to 0.01°, battery to 0.01 % — as fine as positions (10⁻⁷°, about
+/// 1 cm), finer than any tag measures them, and a whole number of hundredths, which SQLite
+/// stores in one to three bytes (DECISIONS "Fix values").
+pub fn hundredths(v: f64) -> f32 {
+    ((v * 100.0).round() / 100.0) as f32
+}
+
 impl PingIn {
     /// Checks one ping against SPEC §2's per-item rules. The error is the `error` string of
     /// the item's rejection.
@@ -169,11 +177,11 @@ impl PingIn {
             device_id,
             ts,
             pos_e7,
-            accuracy_m: accuracy.map(|a| a as f32),
+            accuracy_m: accuracy.map(hundredths),
             source,
-            speed_mps: speed.map(|v| v as f32),
-            heading_deg: heading.map(|v| v as f32),
-            battery_pct: battery.map(|v| v as f32),
+            speed_mps: speed.map(hundredths),
+            heading_deg: heading.map(hundredths),
+            battery_pct: battery.map(hundredths),
             tamper: self.tamper,
             charging: self.charging,
         })
@@ -222,6 +230,17 @@ mod tests {
         let f = ping(r#"{"device_id":"T1","ts":"2026-06-01T11:59:00Z","lat":51.5,"lon":-0.12,"accuracy_m":8}"#).unwrap();
         assert_eq!(f.pos_e7, Some((515_000_000, -1_200_000)));
         assert_eq!(f.source, FixSource::Gps);
+    }
+
+    #[test]
+    fn measured_values_are_kept_to_hundredths() {
+        let f = ping(r#"{"device_id":"T1","ts":"2026-06-01T11:59:00Z","lat":51.5,"lon":0,"accuracy_m":12.862000465393066,"speed_mps":1.005,"heading_deg":359.996,"battery_pct":87.25}"#).unwrap();
+        assert_eq!(f.accuracy_m, Some(12.86));
+        // 1.005 is 1.00499999999999989… in binary: rounds down
+        assert_eq!(f.speed_mps, Some(1.0));
+        assert_eq!(f.heading_deg, Some(360.0));
+        assert_eq!(f.battery_pct, Some(87.25));
+        assert_eq!(hundredths(f64::from(f32::MAX)), f32::MAX);
     }
 
     #[test]

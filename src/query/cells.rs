@@ -2,7 +2,9 @@
 //! segment, and which cells to look up for a scene, such that no match is ever missed.
 //!
 //! ## The index (the store keeps two tables; this module only computes the cells)
-//! - every positioned fix: `(fix_cell, ts)` with [`fix_cell`] at [`FIX_RES`] (res 9);
+//! - every positioned fix: `(fix_cell, ts)` with [`fix_cell`] at [`FIX_RES`] (res 9) —
+//!   SQLite keeps it at minute granularity, `(fix_cell, minute, device)`, and loads each
+//!   minute whole, which finds the same fixes;
 //! - every **long** linked segment (straight length > [`LONG_SEGMENT_M`], see
 //!   [`is_long_segment`]): one row `(coarse cell, t0, t1, device)` per cell of
 //!   [`segment_cells`] at [`COARSE_RES`] (res 7).

@@ -463,17 +463,24 @@ impl Store {
 
     /// The newest fix of a device: `(ts, received_at)`.
     pub async fn newest_fix(&self, device_pk: i64) -> Result<Option<(Micros, Micros)>> {
-        let q = sql(
-            self,
-            "SELECT ts, received_at FROM fixes WHERE device_pk = ? ORDER BY ts DESC LIMIT 1",
-        );
+        let q = match self {
+            // SQLite keeps `received_at` as a lag after `ts` (migration sqlite/0005)
+            Store::Sqlite(_) => {
+                "SELECT ts, ts + received_lag_us FROM fixes \
+                                 WHERE device_pk = ? ORDER BY ts DESC LIMIT 1"
+            }
+            Store::Postgres(_) => {
+                "SELECT ts, received_at FROM fixes \
+                                   WHERE device_pk = $1 ORDER BY ts DESC LIMIT 1"
+            }
+        };
         // the tail first, then the table (see sqlite_tail's module doc)
         let in_tail = match self {
             Store::Sqlite(s) => s.tail.newest(device_pk),
             Store::Postgres(_) => None,
         };
         let stored = with_pool!(self, |pool| {
-            sqlx::query_as::<_, (i64, i64)>(&q)
+            sqlx::query_as::<_, (i64, i64)>(q)
                 .bind(device_pk)
                 .fetch_optional(pool)
                 .await?

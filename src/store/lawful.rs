@@ -11,13 +11,16 @@
 //! the head's id + 1 (see [`crate::audit::chain`]).
 //!
 //! ## The crime-scene index
-//! `fixes(cell, ts)` holds every positioned fix's H3 res-9 cell; `fix_segments` holds the
+//! The fine part holds every positioned fix's H3 res-9 cell: on PostgreSQL the
+//! `fixes(cell, ts)` index; on SQLite the table `fix_cells(cell, minute, device)`, one row
+//! per device, cell and minute with a fix (a third of the bytes of an index row per fix,
+//! migration sqlite/0005), whose hits are whole minutes. `fix_segments` holds the
 //! res-7 cells of every long segment (see [`crate::query::cells`]), written by the fix
 //! insert path ([`long_segments`]). A scene query ([`LawfulTx::scene_matches`]) never
 //! reads a device's whole history:
 //! 1. *hits*: `(device, ts)` of every fix in a fine cell of the cover with `ts` in the
 //!    window widened by `max_gap`, read from the index alone, as intervals
-//!    `[ts − gap, ts + gap]`; and `[t0, t1]` of every long segment in a coarse cell that
+//!    `[ts − gap, ts + gap]` (on SQLite: `[minute start − gap, minute end + gap]`); and `[t0, t1]` of every long segment in a coarse cell that
 //!    meets the window;
 //! 2. *islands*: per device, intervals merged when they are at most `gap` apart
 //!    ([`merge_intervals`]). Between two islands more than `gap` of time is left out, so
@@ -155,20 +158,21 @@ pub(super) fn long_segments(mut pts: Vec<Pt>, new: &HashSet<(i64, i64)>) -> Vec<
 }
 
 /// Per-device time intervals to load for a scene query: `[ts − gap, ts + gap]` around
-/// every fine-cell hit and `[t0, t1]` for every long segment, merged when they are at most
-/// `gap` apart. Inside an interval every fix of the device is loaded; between two intervals
+/// every fine-cell hit and each of `ranges` as it is (`[t0, t1]` of a long segment; on
+/// SQLite also a fine-cell minute widened by `gap`), merged when they are at most `gap`
+/// apart. Inside an interval every fix of the device is loaded; between two intervals
 /// more than `gap` of time is left out, so two loaded fixes that look consecutive are
 /// either truly consecutive or too far apart to be linked. Every segment that can match
 /// has an endpoint hit (short) or an index row (long), so it lies inside one interval.
 pub(super) fn merge_intervals(
     hits: &[(i64, Micros)],
-    segments: &[(i64, Micros, Micros)],
+    ranges: &[(i64, Micros, Micros)],
     gap_us: i64,
 ) -> Vec<(i64, Micros, Micros)> {
     let mut raw: Vec<(i64, Micros, Micros)> = hits
         .iter()
         .map(|&(d, ts)| (d, ts.saturating_sub(gap_us), ts.saturating_add(gap_us)))
-        .chain(segments.iter().copied())
+        .chain(ranges.iter().copied())
         .collect();
     raw.sort_unstable();
     let mut out: Vec<(i64, Micros, Micros)> = Vec::with_capacity(raw.len().min(1024));

@@ -172,10 +172,19 @@ pub struct FixRow {
     pub battery_pct: Option<f32>,
     pub flags: i16,
     pub received_at: Micros,
+    /// The crime-scene index cell, [`FixRow::cell_of`] the position (`None` without one):
+    /// the stores index the row under it.
     pub cell: Option<i64>,
 }
 
 impl FixRow {
+    /// The crime-scene index cell of a stored position (`cell` of a row as ingest makes it,
+    /// and as SQLite's reads give it back: its table does not keep it).
+    pub fn cell_of(lat_e7: Option<i32>, lon_e7: Option<i32>) -> Option<i64> {
+        let pos = crate::geodesy::LatLon::new(f64::from(lat_e7?) / 1e7, f64::from(lon_e7?) / 1e7);
+        crate::query::cells::fix_cell(pos).ok()
+    }
+
     /// The fix as the query maths sees it; `None` for a fix without a position or a
     /// subject, which no query answer rests on.
     pub fn qfix(&self) -> Option<crate::query::QFix> {

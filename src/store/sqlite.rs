@@ -61,28 +61,53 @@ fn subject(r: &SqliteRow) -> std::result::Result<SubjectRow, sqlx::Error> {
 }
 
 pub(super) fn fix(r: &SqliteRow) -> std::result::Result<FixRow, sqlx::Error> {
+    let real = |name: &str| -> std::result::Result<Option<f32>, sqlx::Error> {
+        Ok(r.try_get::<Option<f64>, _>(name)?.map(|v| v as f32))
+    };
+    let (lat_e7, lon_e7) = (r.try_get("lat_e7")?, r.try_get("lon_e7")?);
     Ok(FixRow {
         device_pk: r.try_get("device_pk")?,
         ts: r.try_get("ts")?,
         subject_pk: r.try_get("subject_pk")?,
-        lat_e7: r.try_get("lat_e7")?,
-        lon_e7: r.try_get("lon_e7")?,
-        accuracy_m: r.try_get::<Option<f64>, _>("accuracy_m")?.map(|v| v as f32),
+        lat_e7,
+        lon_e7,
+        accuracy_m: real("accuracy_m")?,
         source: r.try_get("source")?,
-        speed_mps: r.try_get::<Option<f64>, _>("speed_mps")?.map(|v| v as f32),
-        heading_deg: r
-            .try_get::<Option<f64>, _>("heading_deg")?
-            .map(|v| v as f32),
-        battery_pct: r
-            .try_get::<Option<f64>, _>("battery_pct")?
-            .map(|v| v as f32),
+        speed_mps: real("speed_mps")?,
+        heading_deg: real("heading_deg")?,
+        battery_pct: real("battery_pct")?,
         flags: r.try_get("flags")?,
         received_at: r.try_get("received_at")?,
-        cell: r.try_get("cell")?,
+        // not a column of `fixes` (migration sqlite/0005)
+        cell: FixRow::cell_of(lat_e7, lon_e7),
     })
 }
 
-pub(super) const FIX_COLUMNS: &str = "device_pk, ts, subject_pk, lat_e7, lon_e7, accuracy_m, source, speed_mps, heading_deg, battery_pct, flags, received_at, cell";
+/// A fix's columns as [`fix`] reads them, decoded from `fixes`' storage (migration
+/// sqlite/0005): values in hundredths, `received_at` as a lag after `ts`.
+pub(super) const FIX_COLUMNS: &str = "device_pk, ts, subject_pk, lat_e7, lon_e7, \
+    accuracy_cm / 100.0 AS accuracy_m, source, speed_cmps / 100.0 AS speed_mps, \
+    heading_cdeg / 100.0 AS heading_deg, battery_cpct / 100.0 AS battery_pct, flags, \
+    ts + received_lag_us AS received_at";
+
+/// `v × 100` as `fixes` stores it: the whole number of hundredths when that reads back as
+/// exactly `v` (always, for values ingest rounded to 0.01 below about 80 km), so that SQLite
+/// writes it as a small integer; otherwise the exact product, which reads back as `v` too
+/// (an `f32` survives `× 100 ÷ 100` in `f64`).
+pub(super) fn hundredths_of(v: Option<f32>) -> Option<f64> {
+    v.map(|v| {
+        let x = f64::from(v) * 100.0;
+        let whole = x.round();
+        if (whole / 100.0) as f32 == v {
+            whole
+        } else {
+            x
+        }
+    })
+}
+
+/// Width of a `fix_cells` time bucket (µs): one row per device, cell and minute.
+pub(super) const CELL_MINUTE_US: i64 = 60_000_000;
 
 /// How long a writer waits for its turn (the write gate, SQLite's busy handler).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -537,10 +562,17 @@ impl SqliteStore {
     async fn move_chunk(&self, chunk: &Chunk) -> Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         on_handle(&mut tx, |db| {
-            let mut st = db.prepare(&format!(
-                "INSERT INTO fixes ({FIX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (device_pk, ts) DO NOTHING"
-            ))?;
+            let mut st = db.prepare(
+                "INSERT INTO fixes (device_pk, ts, subject_pk, lat_e7, lon_e7, accuracy_cm, \
+                 source, speed_cmps, heading_cdeg, battery_cpct, flags, received_lag_us) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_pk, ts) DO NOTHING",
+            )?;
+            let mut cells = db.prepare(
+                "INSERT INTO fix_cells (cell, minute, device_pk) VALUES (?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
+            )?;
+            // the chunk is sorted by device, then time: one fix_cells insert per new cell-minute
+            let mut last_cell: Option<(i64, i64, i64)> = None;
             for r in &chunk.rows {
                 st.execute(rusqlite::params![
                     r.device_pk,
@@ -548,15 +580,21 @@ impl SqliteStore {
                     r.subject_pk,
                     r.lat_e7,
                     r.lon_e7,
-                    r.accuracy_m,
+                    hundredths_of(r.accuracy_m),
                     r.source,
-                    r.speed_mps,
-                    r.heading_deg,
-                    r.battery_pct,
+                    hundredths_of(r.speed_mps),
+                    hundredths_of(r.heading_deg),
+                    hundredths_of(r.battery_pct),
                     r.flags,
-                    r.received_at,
-                    r.cell,
+                    r.received_at - r.ts,
                 ])?;
+                if let (Some(cell), Some(_), Some(_)) = (r.cell, r.lat_e7, r.lon_e7) {
+                    let key = (cell, r.ts.div_euclid(CELL_MINUTE_US), r.device_pk);
+                    if last_cell != Some(key) {
+                        cells.execute(rusqlite::params![key.0, key.1, key.2])?;
+                        last_cell = Some(key);
+                    }
+                }
             }
             if let Some(upto) = chunk.delete_log_upto {
                 db.execute("DELETE FROM fix_log WHERE seq <= ?", [upto])?;
@@ -599,5 +637,35 @@ impl SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(stored + self.tail.len() as i64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hundredths_of;
+    use crate::model::fix::hundredths;
+    use proptest::prelude::*;
+
+    /// What a read gives back: SQLite divides the stored REAL by 100.0 in `f64`.
+    fn read_back(stored: f64) -> f32 {
+        (stored / 100.0) as f32
+    }
+
+    proptest! {
+        #[test]
+        fn any_value_reads_back_exactly(bits in any::<u32>()) {
+            let v = f32::from_bits(bits);
+            prop_assume!(v.is_finite());
+            let stored = hundredths_of(Some(v)).unwrap();
+            prop_assert_eq!(read_back(stored).to_bits(), v.to_bits());
+        }
+
+        #[test]
+        fn values_as_ingest_keeps_them_are_stored_as_whole_numbers(x in 0.0..80_000.0f64) {
+            let v = hundredths(x);
+            let stored = hundredths_of(Some(v)).unwrap();
+            prop_assert_eq!(stored.fract(), 0.0);
+            prop_assert_eq!(read_back(stored), v);
+        }
     }
 }

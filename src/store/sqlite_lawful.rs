@@ -22,7 +22,7 @@ use super::lawful::{
     batch_ranges, chain_predecessors, keep_in_box, long_segments, merge_intervals, stored_json,
     stored_subject_ids, AuditFilter, Pt, PurgeCounts, SceneLookup, SceneRow, VERIFY_PAGE,
 };
-use super::sqlite::{fix, FIX_COLUMNS};
+use super::sqlite::{fix, CELL_MINUTE_US, FIX_COLUMNS};
 use super::sqlite_tail::Tail;
 use super::{FixRow, Result, SqliteStore};
 use crate::audit::chain::{seal, AuditDraft, AuditRecord, Verifier, VerifyReport, GENESIS_HASH};
@@ -254,31 +254,45 @@ pub(super) async fn scene_rows(
         // the tail first, then the table (see sqlite_tail's module doc); long segments are
         // indexed when their later fix is acknowledged, so the table's index has them all
         let fine_set: HashSet<i64> = q.fine.iter().copied().collect();
-        let mut hits: Vec<(i64, Micros)> = tail.scene_hits(&fine_set, q.lo, q.hi);
+        let hits: Vec<(i64, Micros)> = tail.scene_hits(&fine_set, q.lo, q.hi);
+        // `fix_cells` says in which minutes a device had a fix in a cell; each such minute is
+        // loaded whole (widened by the gap like any hit), so it is a range, like a segment's
+        let mut ranges: Vec<(i64, Micros, Micros)> = Vec::new();
         let mut st = db.prepare(
-            "SELECT device_pk, ts FROM fixes \
-             WHERE cell IN (SELECT value FROM json_each(?1)) AND ts BETWEEN ?2 AND ?3",
+            "SELECT device_pk, minute FROM fix_cells \
+             WHERE cell IN (SELECT value FROM json_each(?1)) AND minute BETWEEN ?2 AND ?3",
         )?;
-        let mut rows = st.query(rusqlite::params![fine, q.lo, q.hi])?;
+        let minutes = (
+            q.lo.div_euclid(CELL_MINUTE_US),
+            q.hi.div_euclid(CELL_MINUTE_US),
+        );
+        let mut rows = st.query(rusqlite::params![fine, minutes.0, minutes.1])?;
         while let Some(r) = rows.next()? {
-            hits.push((r.get(0)?, r.get(1)?));
+            let (device_pk, minute): (i64, i64) = (r.get(0)?, r.get(1)?);
+            let start = minute.saturating_mul(CELL_MINUTE_US);
+            ranges.push((
+                device_pk,
+                start.saturating_sub(q.gap_us),
+                start
+                    .saturating_add(CELL_MINUTE_US - 1)
+                    .saturating_add(q.gap_us),
+            ));
         }
-        let mut segments: Vec<(i64, Micros, Micros)> = Vec::new();
         let mut st = db.prepare(
             "SELECT device_pk, t0, t1 FROM fix_segments \
              WHERE cell IN (SELECT value FROM json_each(?1)) AND t0 BETWEEN ?2 AND ?3 AND t1 >= ?4",
         )?;
         let mut rows = st.query(rusqlite::params![coarse, q.lo, q.to, q.from])?;
         while let Some(r) = rows.next()? {
-            segments.push((r.get(0)?, r.get(1)?, r.get(2)?));
+            ranges.push((r.get(0)?, r.get(1)?, r.get(2)?));
         }
-        if hits.is_empty() && segments.is_empty() {
+        if hits.is_empty() && ranges.is_empty() {
             return Ok(Vec::new());
         }
         // One statement for all intervals: a statement whose range bounds are bound
         // parameters is planned again at its first step after each new binding (SQLite's
         // STAT4 re-preparation), which cost more than the rows when it ran per interval.
-        let intervals = merge_intervals(&hits, &segments, q.gap_us);
+        let intervals = merge_intervals(&hits, &ranges, q.gap_us);
         let mut out: Vec<SceneRow> = tail
             .in_intervals(&intervals)
             .iter()
@@ -286,7 +300,7 @@ pub(super) async fn scene_rows(
             .collect();
         let intervals = json_list(&intervals);
         let mut st = db.prepare(
-            "SELECT g.device_pk, g.ts, g.subject_pk, g.lat_e7, g.lon_e7, g.accuracy_m \
+            "SELECT g.device_pk, g.ts, g.subject_pk, g.lat_e7, g.lon_e7, g.accuracy_cm / 100.0 \
              FROM json_each(?1) AS j CROSS JOIN fixes g \
              WHERE g.device_pk = json_extract(j.value, '$[0]') \
                AND g.ts BETWEEN json_extract(j.value, '$[1]') AND json_extract(j.value, '$[2]') \
@@ -493,6 +507,43 @@ impl SqliteStore {
             .execute(self.pool())
             .await?
             .rows_affected();
+        self.purge_cells_before(cutoff).await?;
         Ok(counts)
+    }
+
+    /// Deletes the `fix_cells` rows of minutes that end before `cutoff` (a minute that holds
+    /// a fix at or after it stays). The table is keyed by cell first, so each cell is
+    /// reached by a seek and only its old rows are read; cells go in batches, one short
+    /// transaction each under the write gate, so ingest waits for at most one batch.
+    async fn purge_cells_before(&self, cutoff: Micros) -> Result<()> {
+        const CELLS_PER_TX: usize = 256;
+        let before = cutoff.div_euclid(CELL_MINUTE_US);
+        let mut after = i64::MIN;
+        loop {
+            let _gate = self.write_gate().await?;
+            let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+            let next = on_handle(&mut tx, |db| {
+                let mut seek = db.prepare("SELECT min(cell) FROM fix_cells WHERE cell > ?")?;
+                let mut delete =
+                    db.prepare("DELETE FROM fix_cells WHERE cell = ? AND minute < ?")?;
+                let mut at = after;
+                for _ in 0..CELLS_PER_TX {
+                    match seek.query_row([at], |r| r.get::<_, Option<i64>>(0))? {
+                        Some(cell) => {
+                            delete.execute([cell, before])?;
+                            at = cell;
+                        }
+                        None => return Ok(None),
+                    }
+                }
+                Ok(Some(at))
+            })
+            .await?;
+            tx.commit().await?;
+            match next {
+                Some(at) => after = at,
+                None => return Ok(()),
+            }
+        }
     }
 }
