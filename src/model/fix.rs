@@ -49,10 +49,14 @@ pub struct PingIn {
     pub ts: String,
     pub lat: Option<f64>,
     pub lon: Option<f64>,
+    /// Metres, ≥ 0; kept to 0.01 (as are speed, heading and battery).
     pub accuracy_m: Option<f64>,
     pub fix: Option<FixSource>,
+    /// Metres per second, ≥ 0; kept to 0.01.
     pub speed_mps: Option<f64>,
+    /// Degrees in [0, 360]; kept to 0.01.
     pub heading_deg: Option<f64>,
+    /// Percent in [0, 100]; kept to 0.01.
     pub battery_pct: Option<f64>,
     pub tamper: Option<bool>,
     pub charging: Option<bool>,
