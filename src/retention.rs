@@ -2,7 +2,8 @@
 //! their crime-scene segment rows, at start and every hour. Audit entries are kept; each run
 //! is itself one audit entry (actor 0, `system`), written after its deletes with their counts.
 //!
-//! Deletes go device by device in short transactions so ingest is never blocked for long. A
+//! Deletes go device by device (PostgreSQL: a statement each; SQLite: 64 devices a
+//! transaction, each under the store's write gate) so ingest is never blocked for long. A
 //! run cut short (crash, store down) has deleted only fixes past retention anyway; the next
 //! run deletes the rest and records its own count.
 

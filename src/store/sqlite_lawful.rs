@@ -488,25 +488,33 @@ impl SqliteStore {
         let devices: Vec<i64> = sqlx::query_scalar("SELECT pk FROM devices ORDER BY pk")
             .fetch_all(self.pool())
             .await?;
+        const DEVICES_PER_TX: usize = 64;
         let mut counts = PurgeCounts::default();
-        for d in devices {
-            counts.fixes += sqlx::query("DELETE FROM fixes WHERE device_pk = ? AND ts < ?")
-                .bind(d)
+        // like every writer of `fixes`, under the write gate; a batch of devices per
+        // transaction, so ingest waits for at most one batch
+        for batch in devices.chunks(DEVICES_PER_TX) {
+            let _gate = self.write_gate().await?;
+            let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+            for &d in batch {
+                counts.fixes += sqlx::query("DELETE FROM fixes WHERE device_pk = ? AND ts < ?")
+                    .bind(d)
+                    .bind(cutoff)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            tx.commit().await?;
+        }
+        {
+            let _gate = self.write_gate().await?;
+            // the tail changes only under the write gate (see sqlite_tail's invariants)
+            counts.fixes += self.tail.purge_before(cutoff);
+            counts.segments = sqlx::query("DELETE FROM fix_segments WHERE t1 < ?")
                 .bind(cutoff)
                 .execute(self.pool())
                 .await?
                 .rows_affected();
         }
-        counts.fixes += {
-            // the tail changes only under the write gate (see sqlite_tail's invariants)
-            let _gate = self.write_gate().await?;
-            self.tail.purge_before(cutoff)
-        };
-        counts.segments = sqlx::query("DELETE FROM fix_segments WHERE t1 < ?")
-            .bind(cutoff)
-            .execute(self.pool())
-            .await?
-            .rows_affected();
         self.purge_cells_before(cutoff).await?;
         Ok(counts)
     }
