@@ -375,6 +375,19 @@ async fn the_purge_keeps_the_index_of_what_it_keeps(backend: Backend) {
             "older rows are gone, the cutoff's minute stays"
         );
         assert!(minutes.1 > 1_000);
+        let segments: (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE t1 < ?1), count(*) FILTER (WHERE t0 < ?1) FROM fix_segments",
+        )
+        .bind(cutoff)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            segments.0, 0,
+            "segments that ended before the cutoff are gone"
+        );
+        assert!(segments.1 > 0, "a segment across the cutoff stays");
+        assert!(counts.segments > 0);
     }
 }
 

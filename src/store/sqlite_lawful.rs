@@ -509,48 +509,57 @@ impl SqliteStore {
             let _gate = self.write_gate().await?;
             // the tail changes only under the write gate (see sqlite_tail's invariants)
             counts.fixes += self.tail.purge_before(cutoff);
-            counts.segments = sqlx::query("DELETE FROM fix_segments WHERE t1 < ?")
-                .bind(cutoff)
-                .execute(self.pool())
-                .await?
-                .rows_affected();
         }
-        self.purge_cells_before(cutoff).await?;
+        // a segment ends after it starts, so `t0 < cutoff` bounds the key range read
+        counts.segments = self
+            .purge_by_cell(
+                "SELECT min(cell) FROM fix_segments WHERE cell > ?1",
+                "DELETE FROM fix_segments WHERE cell = ?1 AND t0 < ?2 AND t1 < ?2",
+                cutoff,
+            )
+            .await?;
+        // the minutes that end before the cutoff (a minute holding a fix at or after it stays)
+        self.purge_by_cell(
+            "SELECT min(cell) FROM fix_cells WHERE cell > ?1",
+            "DELETE FROM fix_cells WHERE cell = ?1 AND minute < ?2",
+            cutoff.div_euclid(CELL_MINUTE_US),
+        )
+        .await?;
         Ok(counts)
     }
 
-    /// Deletes the `fix_cells` rows of minutes that end before `cutoff` (a minute that holds
-    /// a fix at or after it stays). The table is keyed by cell first, so each cell is
-    /// reached by a seek and only its old rows are read; cells go in batches, one short
-    /// transaction each under the write gate, so ingest waits for at most one batch.
-    async fn purge_cells_before(&self, cutoff: Micros) -> Result<()> {
+    /// Deletes old rows of a crime-scene index table keyed by cell first (`fix_cells`,
+    /// `fix_segments`): each cell is reached by a seek (`seek`: the next cell after `?1`)
+    /// and `delete` (`?1` the cell, `?2` `bound`) removes its old rows through the key, so
+    /// only they are read; cells go in batches, one short transaction each under the write
+    /// gate, so ingest waits for at most one batch. Returns the rows deleted.
+    async fn purge_by_cell(&self, seek: &str, delete: &str, bound: i64) -> Result<u64> {
         const CELLS_PER_TX: usize = 256;
-        let before = cutoff.div_euclid(CELL_MINUTE_US);
-        let mut after = i64::MIN;
+        let (mut after, mut deleted) = (i64::MIN, 0u64);
         loop {
             let _gate = self.write_gate().await?;
             let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-            let next = on_handle(&mut tx, |db| {
-                let mut seek = db.prepare("SELECT min(cell) FROM fix_cells WHERE cell > ?")?;
-                let mut delete =
-                    db.prepare("DELETE FROM fix_cells WHERE cell = ? AND minute < ?")?;
-                let mut at = after;
+            let (n, next) = on_handle(&mut tx, |db| {
+                let mut seek = db.prepare(seek)?;
+                let mut delete = db.prepare(delete)?;
+                let (mut at, mut n) = (after, 0u64);
                 for _ in 0..CELLS_PER_TX {
                     match seek.query_row([at], |r| r.get::<_, Option<i64>>(0))? {
                         Some(cell) => {
-                            delete.execute([cell, before])?;
+                            n += delete.execute([cell, bound])? as u64;
                             at = cell;
                         }
-                        None => return Ok(None),
+                        None => return Ok((n, None)),
                     }
                 }
-                Ok(Some(at))
+                Ok((n, Some(at)))
             })
             .await?;
             tx.commit().await?;
+            deleted += n;
             match next {
                 Some(at) => after = at,
-                None => return Ok(()),
+                None => return Ok(deleted),
             }
         }
     }
