@@ -181,25 +181,13 @@ async fn build(store: &Store, backend: &str, minutes: i64) {
                 let step = w.speed_mps * 60.0 * rng.gen_range(0.3..1.3);
                 let here = LocalFrame::new(w.pos);
                 w.pos = here.to_latlon(step * w.heading.cos(), step * w.heading.sin());
-                let (lat_e7, lon_e7) = (
-                    Some((w.pos.lat * 1e7).round() as i32),
-                    Some((w.pos.lon * 1e7).round() as i32),
-                );
                 batch.push(FixRow {
-                    device_pk,
-                    ts,
-                    subject_pk: Some(subject_pk),
-                    lat_e7,
-                    lon_e7,
                     // as ingest keeps it (to the centimetre)
                     accuracy_m: Some(hundredths(rng.gen_range(4.0..15.0))),
-                    source: 1,
                     speed_mps: Some(w.speed_mps as f32),
-                    heading_deg: None,
                     battery_pct: Some(80.0),
-                    flags: 0,
                     received_at: ts + 2_000_000,
-                    cell: FixRow::cell_of(lat_e7, lon_e7),
+                    ..FixRow::at(device_pk, Some(subject_pk), ts, Some(w.pos))
                 });
             }
         }

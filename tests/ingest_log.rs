@@ -60,22 +60,10 @@ fn track(wearers: &[(i64, i64)], rng: &mut StdRng) -> Vec<FixRow> {
             } else {
                 subject_pk
             };
-            let lat_e7 = pos.map(|p| (p.lat * 1e7).round() as i32);
-            let lon_e7 = pos.map(|p| (p.lon * 1e7).round() as i32);
             rows.push(FixRow {
-                device_pk,
-                ts: T0 + m * MINUTE_US,
-                subject_pk: Some(subject),
-                lat_e7,
-                lon_e7,
                 accuracy_m: Some(rng.gen_range(3.0..30.0)),
-                source: i16::from(pos.is_some()),
-                speed_mps: None,
-                heading_deg: None,
                 battery_pct: Some(50.0),
-                flags: 0,
-                received_at: T0 + m * MINUTE_US,
-                cell: FixRow::cell_of(lat_e7, lon_e7),
+                ..FixRow::at(device_pk, Some(subject), T0 + m * MINUTE_US, pos)
             });
         }
     }
@@ -273,20 +261,10 @@ on_both_stores!(
 
 /// A positioned fix at `ts` near 51.5 N 0.12 W, `north_e7` × 10⁻⁷ degrees further north.
 fn fix_near_centre(device_pk: i64, subject_pk: i64, ts: i64, north_e7: i32) -> FixRow {
+    let pos = LatLon::new(51.5 + f64::from(north_e7) / 1e7, -0.12);
     FixRow {
-        device_pk,
-        ts,
-        subject_pk: Some(subject_pk),
-        lat_e7: Some(515_000_000 + north_e7),
-        lon_e7: Some(-1_200_000),
         accuracy_m: Some(5.0),
-        source: 1,
-        speed_mps: None,
-        heading_deg: None,
-        battery_pct: None,
-        flags: 0,
-        received_at: ts,
-        cell: FixRow::cell_of(Some(515_000_000 + north_e7), Some(-1_200_000)),
+        ..FixRow::at(device_pk, Some(subject_pk), ts, Some(pos))
     }
 }
 

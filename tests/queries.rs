@@ -666,27 +666,15 @@ async fn the_purge_deletes_fixes_past_retention_and_audits_the_run(backend: Back
     // two old fixes 1 km apart a minute apart: a long segment, indexed
     let rows: Vec<tagwatch::store::FixRow> = [(old, 0.0), (old + 60_000_000, 1_000.0)]
         .iter()
-        .map(|&(ts, x)| {
-            let p = frame.to_latlon(x, 0.0);
-            let (lat_e7, lon_e7) = (
-                Some((p.lat * 1e7).round() as i32),
-                Some((p.lon * 1e7).round() as i32),
-            );
-            tagwatch::store::FixRow {
-                device_pk: device.pk,
+        .map(|&(ts, x)| tagwatch::store::FixRow {
+            accuracy_m: Some(5.0),
+            received_at: now,
+            ..tagwatch::store::FixRow::at(
+                device.pk,
+                device.subject_pk,
                 ts,
-                subject_pk: device.subject_pk,
-                lat_e7,
-                lon_e7,
-                accuracy_m: Some(5.0),
-                source: 1,
-                speed_mps: None,
-                heading_deg: None,
-                battery_pct: None,
-                flags: 0,
-                received_at: now,
-                cell: tagwatch::store::FixRow::cell_of(lat_e7, lon_e7),
-            }
+                Some(frame.to_latlon(x, 0.0)),
+            )
         })
         .collect();
     assert_eq!(store.insert_fixes(&rows).await.unwrap(), [true, true]);

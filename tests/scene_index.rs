@@ -39,22 +39,9 @@ fn fix_row(
     pos: Option<LatLon>,
     accuracy_m: f32,
 ) -> FixRow {
-    let lat_e7 = pos.map(|p| (p.lat * 1e7).round() as i32);
-    let lon_e7 = pos.map(|p| (p.lon * 1e7).round() as i32);
     FixRow {
-        device_pk,
-        ts,
-        subject_pk,
-        lat_e7,
-        lon_e7,
         accuracy_m: Some(accuracy_m),
-        source: i16::from(pos.is_some()),
-        speed_mps: None,
-        heading_deg: None,
-        battery_pct: None,
-        flags: 0,
-        received_at: ts,
-        cell: FixRow::cell_of(lat_e7, lon_e7),
+        ..FixRow::at(device_pk, subject_pk, ts, pos)
     }
 }
 

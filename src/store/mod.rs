@@ -178,6 +178,35 @@ pub struct FixRow {
 }
 
 impl FixRow {
+    /// A GPS fix of `device_pk` at `ts` (a health report without a position when `pos` is
+    /// `None`), stored as ingest stores one: the position in degrees × 10⁷, its index cell
+    /// derived from that, received at `ts`, no other values — set those with struct update.
+    pub fn at(
+        device_pk: i64,
+        subject_pk: Option<i64>,
+        ts: Micros,
+        pos: Option<crate::geodesy::LatLon>,
+    ) -> FixRow {
+        use crate::model::fix::E7;
+        let lat_e7 = pos.map(|p| (p.lat * E7).round() as i32);
+        let lon_e7 = pos.map(|p| (p.lon * E7).round() as i32);
+        FixRow {
+            device_pk,
+            ts,
+            subject_pk,
+            lat_e7,
+            lon_e7,
+            accuracy_m: None,
+            source: i16::from(pos.is_some()),
+            speed_mps: None,
+            heading_deg: None,
+            battery_pct: None,
+            flags: 0,
+            received_at: ts,
+            cell: FixRow::cell_of(lat_e7, lon_e7),
+        }
+    }
+
     /// The crime-scene index cell of a stored position (`cell` of a row as ingest makes it,
     /// and as SQLite's reads give it back: its table does not keep it).
     pub fn cell_of(lat_e7: Option<i32>, lon_e7: Option<i32>) -> Option<i64> {
