@@ -615,7 +615,8 @@ impl SqliteStore {
                     r.flags,
                     r.received_at - r.ts,
                 ])?;
-                if let (Some(cell), Some(_), Some(_)) = (r.cell, r.lat_e7, r.lon_e7) {
+                // a fix without a position has no cell (`FixRow::cell_of`)
+                if let Some(cell) = r.cell {
                     let key = (cell, r.ts.div_euclid(CELL_MINUTE_US), r.device_pk);
                     if last_cell != Some(key) {
                         cells.execute(rusqlite::params![key.0, key.1, key.2])?;
