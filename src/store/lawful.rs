@@ -13,8 +13,9 @@
 //! ## The crime-scene index
 //! The fine part holds every positioned fix's H3 res-9 cell: on PostgreSQL the
 //! `fixes(cell, ts)` index; on SQLite the table `fix_cells(cell, minute, device)`, one row
-//! per device, cell and minute with a fix (a third of the bytes of an index row per fix,
-//! migration sqlite/0005), whose hits are whole minutes. `fix_segments` holds the
+//! per device, cell and minute with a fix (23.8 bytes a fix on the 10 M bench against 29
+//! for the index row per fix it replaced, and `fixes` no longer carries the cell: migration
+//! sqlite/0005), whose hits are whole minutes. `fix_segments` holds the
 //! res-7 cells of every long segment (see [`crate::query::cells`]), written by the fix
 //! insert path ([`long_segments`]). A scene query ([`LawfulTx::scene_matches`]) never
 //! reads a device's whole history:
