@@ -383,3 +383,37 @@ on_both_stores!(
     index_answers_equal_brute_force,
     a_fix_between_two_close_intervals_is_not_skipped
 );
+
+/// The store's PostgreSQL sessions run without JIT compilation: a 500 m / 24 h scene read at
+/// 10 M fixes costs enough in the planner's eyes to be compiled, which took far longer than
+/// running it (DECISIONS "PostgreSQL sessions run without JIT"). The setting must hold on
+/// every pooled session, whatever the server's default.
+#[tokio::test]
+async fn postgres_store_sessions_run_without_jit() {
+    let (url, _guard) = fresh_database(Backend::Postgres).await;
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    let server_default: String = sqlx::query_scalar("SHOW jit")
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        server_default, "on",
+        "the test server's default, which the store overrides"
+    );
+    let store = Store::connect(&url).await.unwrap();
+    let Store::Postgres(pg) = &store else {
+        panic!("a PostgreSQL URL opens the PostgreSQL store")
+    };
+    // several sessions at once, so that more than one pooled connection is checked
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(pg.pool().acquire().await.unwrap());
+    }
+    for conn in &mut sessions {
+        let jit: String = sqlx::query_scalar("SHOW jit")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
+        assert_eq!(jit, "off");
+    }
+}

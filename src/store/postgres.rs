@@ -4,9 +4,10 @@
 //! stays at its durable default).
 
 use std::collections::HashSet;
+use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
 use super::{
@@ -68,10 +69,17 @@ pub(super) fn fix(r: &PgRow) -> std::result::Result<FixRow, sqlx::Error> {
 
 impl PgStore {
     pub async fn connect(url: &str) -> Result<Self> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Open(e.to_string()))?
+            // No JIT compilation on the store's sessions. Every statement here is short and
+            // index-driven, but the planner's cost of a crime-scene lookup at 10 M fixes
+            // passes `jit_above_cost` and `jit_inline_above_cost`, and compiling it took
+            // 30–550 ms of a query whose execution took 10–80 (auto_explain, README).
+            .options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
