@@ -29,13 +29,12 @@
 //!    to be linked; every segment that can match has an endpoint hit (short) or an index
 //!    row (long), so it lies inside one island;
 //! 3. *fixes*: every positioned, attributed fix of each island, with its predecessor's
-//!    time. PostgreSQL does all three in one statement (window functions for the islands
-//!    and for each fix's predecessor and successor) and returns only what
-//!    [`SceneBox::keeps`]: fixes near the scene and the ends of segments that pass near it.
-//!    SQLite's window functions cost far more than its reads, so there the islands, the
-//!    predecessors and the box are computed here ([`merge_intervals`],
-//!    [`chain_predecessors`], [`keep_in_box`]) over rows read in place (see
-//!    [`super::sqlite_lawful`]).
+//!    time, of which only what [`SceneBox::keeps`] goes on: fixes near the scene and the
+//!    ends of segments that pass near it. Both stores read the hits, then the islands'
+//!    fixes, and compute the islands, the predecessors and the box here
+//!    ([`merge_intervals`], [`chain_predecessors`], [`keep_in_box`]): window functions
+//!    cost far more than the reads on both (see [`super::sqlite_lawful`] and
+//!    [`super::postgres_lawful`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -201,9 +200,8 @@ pub(super) fn chain_predecessors(rows: &mut [SceneRow]) {
 }
 
 /// The rows of `rows` (sorted by device, then time, predecessors chained) that
-/// [`SceneBox::keeps`], judged with each row's neighbours on its device's loaded track: the
-/// same rule PostgreSQL's statement applies with `lag`/`lead`, so both stores hand the
-/// matcher the same subset.
+/// [`SceneBox::keeps`], judged with each row's neighbours on its device's loaded track (both
+/// stores).
 pub(super) fn keep_in_box(rows: &[SceneRow], bx: &SceneBox) -> Vec<SceneRow> {
     let pos = |r: &SceneRow| (r.lat_e7, r.lon_e7);
     let mut out = Vec::new();
