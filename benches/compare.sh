@@ -109,7 +109,7 @@ run_tagwatch() {
     curl -sf -o /dev/null "http://127.0.0.1:$port/readyz" || die "$name: not ready; see $work/$name.log"
     log "$name: driving the server (pid $server)"
     $cmp tagwatch --system "$name" --url "http://127.0.0.1:$port" --token "$token" \
-        --pid "$server" --data "$data" --out "$work/$name.json"
+        --pid "$server" --data "$data" --out "$work/$name.json" ${vacuum:+--vacuum-url "$url"}
     kill -TERM "$server"
     wait "$server" || true
     server=
@@ -127,7 +127,8 @@ if has tagwatch-postgres; then
         -c 'DROP DATABASE IF EXISTS tw_compare_tagwatch WITH (FORCE)' \
         -c 'CREATE DATABASE tw_compare_tagwatch' \
         -c 'ALTER DATABASE tw_compare_tagwatch SET jit = off'
-    run_tagwatch tagwatch-postgres "$pg/tw_compare_tagwatch" 18092
+    # VACUUM ANALYZE after its load, as PostGIS gets (autovacuum may be off on the server)
+    vacuum=1 run_tagwatch tagwatch-postgres "$pg/tw_compare_tagwatch" 18092
 fi
 
 # --- PostGIS -----------------------------------------------------------------------------
