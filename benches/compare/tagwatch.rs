@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use sqlx::Connection;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+use sqlx::Connection;
 use tagwatch::model::time::rfc3339;
 
 use crate::gen::{self, Meta, Workload};
