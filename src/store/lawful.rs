@@ -32,7 +32,7 @@
 //!    time, of which only what [`SceneBox::keeps`] goes on: fixes near the scene and the
 //!    ends of segments that pass near it. Both stores read the hits, then the islands'
 //!    fixes, and compute the islands, the predecessors and the box here
-//!    ([`merge_intervals`], [`chain_predecessors`], [`keep_in_box`]): window functions
+//!    ([`merge_intervals`], [`island_rows_near`]): window functions
 //!    cost far more than the reads on both (see [`super::sqlite_lawful`] and
 //!    [`super::postgres_lawful`]).
 
@@ -187,11 +187,22 @@ pub(super) fn merge_intervals(
     out
 }
 
+/// What both stores hand the matcher from the fixes of the loaded islands (in any order, a
+/// key possibly twice — tail and table on SQLite): sorted by device, then time, each key
+/// once, predecessors chained ([`chain_predecessors`]), kept when near the scene
+/// ([`keep_in_box`]).
+pub(super) fn island_rows_near(mut rows: Vec<SceneRow>, bx: &SceneBox) -> Vec<SceneRow> {
+    rows.sort_unstable_by_key(|r| (r.device_pk, r.ts));
+    rows.dedup_by_key(|r| (r.device_pk, r.ts));
+    chain_predecessors(&mut rows);
+    keep_in_box(&rows, bx)
+}
+
 /// Gives each fix of `rows` (sorted by device, then time) its predecessor's time: the
 /// previous row of the same device. Right for rows loaded as whole intervals of
 /// [`merge_intervals`]: between intervals more than `gap` passes, so a wrong predecessor
 /// across two of them is never linked.
-pub(super) fn chain_predecessors(rows: &mut [SceneRow]) {
+fn chain_predecessors(rows: &mut [SceneRow]) {
     let mut prev: Option<(i64, Micros)> = None;
     for r in rows.iter_mut() {
         r.prev_ts = prev.filter(|p| p.0 == r.device_pk).map(|p| p.1);
@@ -202,7 +213,7 @@ pub(super) fn chain_predecessors(rows: &mut [SceneRow]) {
 /// The rows of `rows` (sorted by device, then time, predecessors chained) that
 /// [`SceneBox::keeps`], judged with each row's neighbours on its device's loaded track (both
 /// stores).
-pub(super) fn keep_in_box(rows: &[SceneRow], bx: &SceneBox) -> Vec<SceneRow> {
+fn keep_in_box(rows: &[SceneRow], bx: &SceneBox) -> Vec<SceneRow> {
     let pos = |r: &SceneRow| (r.lat_e7, r.lon_e7);
     let mut out = Vec::new();
     for (i, r) in rows.iter().enumerate() {

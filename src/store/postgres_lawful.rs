@@ -8,7 +8,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::lawful::{
-    batch_ranges, chain_predecessors, keep_in_box, long_segments, merge_intervals, stored_json,
+    batch_ranges, island_rows_near, long_segments, merge_intervals, stored_json,
     stored_subject_ids, AuditFilter, Pt, PurgeCounts, SceneLookup, SceneRow, VERIFY_PAGE,
 };
 use super::postgres::{fix, FIX_SELECT};
@@ -145,7 +145,7 @@ pub(super) async fn at_time_fixes(
 
 /// The scene lookup on PostgreSQL: the steps of [`super::lawful`]'s module doc in two
 /// statements, hits then fixes, with the islands, the predecessors and the box computed
-/// here ([`merge_intervals`], [`chain_predecessors`], [`keep_in_box`]), as on SQLite. One
+/// here ([`merge_intervals`], [`island_rows_near`]), as on SQLite. One
 /// statement doing all three with window functions spent most of its time sorting and
 /// windowing (on 10 M fixes, ≈5 k hits and ≈8 k loaded fixes: 23 ms at the median, against
 /// the reads' few milliseconds). Both reads are index-only scans: `fixes_cell_ts` for the
@@ -175,7 +175,7 @@ pub(super) async fn scene_rows(
         return Ok(Vec::new());
     }
     let intervals = merge_intervals(&[], &ranges, q.gap_us);
-    let mut rows: Vec<SceneRow> = sqlx::query_as(
+    let rows: Vec<SceneRow> = sqlx::query_as(
         "SELECT g.device_pk::int8 AS device_pk, g.ts, g.subject_pk::int8 AS subject_pk, \
              g.lat_e7, g.lon_e7, g.accuracy_m, NULL::int8 AS prev_ts \
          FROM UNNEST($1::int4[], $2::int8[], $3::int8[]) AS j(d, a, b) \
@@ -195,12 +195,7 @@ pub(super) async fn scene_rows(
     .bind(intervals.iter().map(|i| i.2).collect::<Vec<_>>())
     .fetch_all(&mut *conn)
     .await?;
-    // the intervals are disjoint and sorted, and each is read along the key, so the rows
-    // come sorted; PostgreSQL does not promise that order, so it is made sure of here
-    rows.sort_unstable_by_key(|r| (r.device_pk, r.ts));
-    rows.dedup_by_key(|r| (r.device_pk, r.ts));
-    chain_predecessors(&mut rows);
-    Ok(keep_in_box(&rows, &q.bx))
+    Ok(island_rows_near(rows, &q.bx))
 }
 
 pub(super) async fn trail_page(

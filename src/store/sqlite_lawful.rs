@@ -19,7 +19,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::lawful::{
-    batch_ranges, chain_predecessors, keep_in_box, long_segments, merge_intervals, stored_json,
+    batch_ranges, island_rows_near, long_segments, merge_intervals, stored_json,
     stored_subject_ids, AuditFilter, Pt, PurgeCounts, SceneLookup, SceneRow, VERIFY_PAGE,
 };
 use super::sqlite::{fix, CELL_MINUTE_US, FIX_COLUMNS};
@@ -318,12 +318,7 @@ pub(super) async fn scene_rows(
                 prev_ts: None,
             });
         }
-        // the table's rows come in this order when SQLite walks the intervals in array order
-        // (it does, but does not promise it), after the tail's
-        out.sort_unstable_by_key(|r| (r.device_pk, r.ts));
-        out.dedup_by_key(|r| (r.device_pk, r.ts));
-        chain_predecessors(&mut out);
-        Ok(keep_in_box(&out, &q.bx))
+        Ok(island_rows_near(out, &q.bx))
     })
     .await
 }
