@@ -26,6 +26,7 @@ on_both_stores!(
     an_alert_change_is_stored_with_its_audit_entry_or_not_at_all,
     a_revoked_officers_open_stream_ends_before_the_next_event,
     concurrent_acknowledgements_of_one_alert_succeed_once,
+    breaches_of_many_devices_in_one_batch_each_keep_their_own_evidence_and_history,
 );
 
 const HOME: (f64, f64) = (51.5450, -0.1030); // Islington
@@ -830,4 +831,89 @@ async fn concurrent_acknowledgements_of_one_alert_succeed_once(backend: Backend)
         .filter(|e| e["action"] == "alert.acknowledge")
         .count();
     assert_eq!(entries, 1);
+}
+
+/// The engine writes the episode updates of a batch together (one statement on
+/// PostgreSQL): each alert must still get its own evidence, end and event history.
+async fn breaches_of_many_devices_in_one_batch_each_keep_their_own_evidence_and_history(
+    backend: Backend,
+) {
+    let s = setup(backend).await;
+    let (_, gateway) = s.app.user("gateway", "device").await;
+    let tags = ["TAG-1", "TAG-2", "TAG-3"];
+    for (i, tag) in tags.iter().enumerate().skip(1) {
+        let subject = format!("GTO-{}", i + 1);
+        s.app.subject(&subject, Some(s.officer_id)).await;
+        s.app.device(tag, &subject).await;
+    }
+    for i in 1..=tags.len() {
+        let (st, v) = s.app.post(&format!("/v1/subjects/GTO-{i}/zones"), &s.officer,
+            json!({"kind": "exclusion", "name": "King's Cross", "grace_s": 0, "valid_from": ago(7200),
+                   "geometry": {"type": "Circle", "center": [STATION.1, STATION.0], "radius_m": 300}}))
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+    }
+    let at = |tag: &str, secs_ago: i64, p: (f64, f64)| json!({"device_id": tag, "ts": ago(secs_ago), "lat": p.0, "lon": p.1, "accuracy_m": 5.0});
+    let send = |pings: Vec<Value>| {
+        let app = &s.app;
+        let gateway = gateway.clone();
+        async move {
+            let (st, v) = app.post_pings(&gateway, json!(pings)).await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            assert!(v["rejected"].as_array().unwrap().is_empty(), "{v}");
+        }
+    };
+    // all three enter in one request
+    send(tags.iter().map(|t| at(t, 600, STATION)).collect()).await;
+    alerts_until(&s.app, &s.officer, |a| a.len() == 3).await;
+    // tag i stays inside for i more fixes, in one request
+    let mut more = vec![];
+    for (i, tag) in tags.iter().enumerate() {
+        for k in 0..=i as i64 {
+            more.push(at(tag, 500 - 10 * k, north(STATION, 10.0 * k as f64)));
+        }
+    }
+    send(more).await;
+    alerts_until(&s.app, &s.officer, |a| {
+        a.iter()
+            .map(|x| x["evidence_count"].as_i64().unwrap())
+            .sum::<i64>()
+            == 3 + 6
+    })
+    .await;
+    // the first and the third leave, the second stays inside
+    send(vec![
+        at("TAG-1", 300, HOME),
+        at("TAG-2", 300, STATION),
+        at("TAG-3", 300, HOME),
+    ])
+    .await;
+    let alerts = alerts_until(&s.app, &s.officer, |a| {
+        a.iter().filter(|x| !x["ended_at"].is_null()).count() == 2
+    })
+    .await;
+    for a in &alerts {
+        let tag = a["device_id"].as_str().unwrap();
+        let i = tags.iter().position(|t| *t == tag).unwrap() as i64;
+        let still_inside = tag == "TAG-2";
+        let evidence = 2 + i + i64::from(still_inside);
+        assert_eq!(a["evidence_count"], evidence, "{a}");
+        assert_eq!(a["ended_at"].is_null(), still_inside, "{a}");
+        let id = a["id"].as_i64().unwrap();
+        let (st, d) = s.app.get(&format!("/v1/alerts/{id}"), &s.officer).await;
+        assert_eq!(st, StatusCode::OK, "{d}");
+        assert_eq!(
+            d["evidence"].as_array().unwrap().len() as i64,
+            evidence,
+            "{d}"
+        );
+        let kinds: Vec<&str> = d["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        let last = if still_inside { "updated" } else { "ended" };
+        assert_eq!(kinds, ["opened", "updated", last], "{tag}: {d}");
+    }
 }

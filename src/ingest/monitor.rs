@@ -52,9 +52,17 @@ pub struct AlertChange {
 /// that has committed, so a subscriber never sees a change that a failure rolls back. One
 /// transaction per batch instead of several per change is what keeps ping-to-alert latency
 /// close to a commit when many devices are in breach at once.
+///
+/// Episode updates (the evidence of every ongoing breach, with each batch) are the many
+/// writes: the alerts they change are read and locked together first ([`Writes::lock`]),
+/// and the updates go to the store together when the transaction ends.
 struct Writes {
     tx: Option<LawfulTx>,
     changes: Vec<AlertChange>,
+    /// alerts read (and locked) in this transaction, as this evaluation last left them
+    rows: HashMap<i64, AlertRow>,
+    /// episode updates not yet written, in order
+    episodes: Vec<(AlertRow, &'static str)>,
 }
 
 impl Writes {
@@ -62,7 +70,49 @@ impl Writes {
         Writes {
             tx: None,
             changes: Vec::new(),
+            rows: HashMap::new(),
+            episodes: Vec::new(),
         }
+    }
+
+    /// Reads and locks, in one statement, the alerts this evaluation may change.
+    async fn lock(&mut self, store: &Store, ids: Vec<i64>) -> Result<(), StoreError> {
+        let mut ids = ids;
+        ids.sort_unstable();
+        ids.dedup();
+        ids.retain(|id| !self.rows.contains_key(id));
+        if ids.is_empty() {
+            return Ok(());
+        }
+        for row in self.tx(store).await?.alerts(&ids).await? {
+            self.rows.insert(row.id, row);
+        }
+        Ok(())
+    }
+
+    /// The alert as this transaction sees it (locked, with this evaluation's changes).
+    async fn alert(&mut self, store: &Store, id: i64) -> Result<Option<AlertRow>, StoreError> {
+        if let Some(row) = self.rows.get(&id) {
+            return Ok(Some(row.clone()));
+        }
+        let row = self.tx(store).await?.alert(id).await?;
+        if let Some(row) = &row {
+            self.rows.insert(id, row.clone());
+        }
+        Ok(row)
+    }
+
+    /// Writes the waiting episode updates.
+    async fn write_episodes(&mut self) -> Result<(), StoreError> {
+        if self.episodes.is_empty() {
+            return Ok(());
+        }
+        let Some(tx) = self.tx.as_mut() else {
+            return Ok(());
+        };
+        tx.update_episodes(&self.episodes).await?;
+        self.episodes.clear();
+        Ok(())
     }
 
     /// The evaluation's transaction, begun at its first use.
@@ -85,6 +135,8 @@ impl Writes {
     /// other connections while they wait for SQLite's write lock. After it, pool reads
     /// also see everything this evaluation wrote.
     async fn flush(&mut self, inner: &Inner) -> Result<(), StoreError> {
+        self.write_episodes().await?;
+        self.rows.clear();
         if let Some(tx) = self.tx.take() {
             tx.commit().await?;
         }
@@ -111,6 +163,16 @@ struct DeviceSlot {
     subject_pk: i64,
     /// episode identity (type, zone, started) → alert id
     alerts: HashMap<(AlertType, Option<i64>, i64), i64>,
+}
+
+/// The stored alerts that a device's events continue (the rest open new ones).
+fn known_alert_ids<'a>(
+    slot: Option<&'a DeviceSlot>,
+    events: &'a [EpisodeEvent],
+) -> impl Iterator<Item = i64> + 'a {
+    events
+        .iter()
+        .filter_map(move |ev| slot?.alerts.get(&ev.episode().identity()).copied())
 }
 
 /// Handle to the monitor; cloning is an `Arc` increment.
@@ -452,15 +514,18 @@ impl Monitor {
         kind: &'static str,
     ) -> Result<(), StoreError> {
         row.updated_at = now_micros();
-        let fields = if kind == "withdrawn" {
-            AlertFields::Review
+        if kind == "withdrawn" {
+            // a review write: the episode writes before it keep their place in the history
+            w.write_episodes().await?;
+            w.tx(&self.inner.store)
+                .await?
+                .update_alert(&row, AlertFields::Review, kind, None)
+                .await?;
         } else {
-            AlertFields::Episode
-        };
-        w.tx(&self.inner.store)
-            .await?
-            .update_alert(&row, fields, kind, None)
-            .await?;
+            w.tx(&self.inner.store).await?;
+            w.episodes.push((row.clone(), kind));
+        }
+        w.rows.insert(row.id, row.clone());
         if kind != "updated" || row.detected_late {
             self.audit(w, kind, &row).await?;
         }
@@ -515,7 +580,7 @@ impl Monitor {
                     slot.alerts.insert(e.identity(), id);
                 }
                 (_, Some(id)) => {
-                    let Some(mut row) = w.tx(&self.inner.store).await?.alert(id).await? else {
+                    let Some(mut row) = w.alert(&self.inner.store, id).await? else {
                         continue;
                     };
                     apply_episode(&mut row, e);
@@ -581,6 +646,13 @@ impl Monitor {
             }
         }
         let mut w = Writes::new();
+        let ids = applied_all.iter().flat_map(|(device_pk, applied)| {
+            let events = match applied {
+                Applied::Events(events) | Applied::NeedsReplay { events, .. } => events,
+            };
+            known_alert_ids(devices.get(device_pk), events)
+        });
+        w.lock(&self.inner.store, ids.collect()).await?;
         for (device_pk, applied) in applied_all {
             let Some(slot) = devices.get_mut(&device_pk) else {
                 continue;
@@ -628,7 +700,7 @@ impl Monitor {
         let (index, absences) = self.snapshot();
         let no_absences = Vec::new();
         let mut devices = self.inner.devices.lock().await;
-        let mut w = Writes::new();
+        let mut due = Vec::new();
         for (device_pk, slot) in devices.iter_mut() {
             let ctx = Ctx {
                 index: &index,
@@ -638,7 +710,17 @@ impl Monitor {
             };
             let events = slot.engine.sweep(now, &ctx);
             if !events.is_empty() {
-                self.persist_events(&mut w, *device_pk, slot, events, false)
+                due.push((*device_pk, events));
+            }
+        }
+        let mut w = Writes::new();
+        let ids = due
+            .iter()
+            .flat_map(|(device_pk, events)| known_alert_ids(devices.get(device_pk), events));
+        w.lock(&self.inner.store, ids.collect()).await?;
+        for (device_pk, events) in due {
+            if let Some(slot) = devices.get_mut(&device_pk) {
+                self.persist_events(&mut w, device_pk, slot, events, false)
                     .await?;
             }
         }
