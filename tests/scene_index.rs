@@ -384,6 +384,81 @@ on_both_stores!(
     a_fix_between_two_close_intervals_is_not_skipped
 );
 
+/// Two servers on one PostgreSQL database, taking turns with every device's fixes: each
+/// server remembers the newest fixes it wrote (so its segment indexer need not read them),
+/// and must notice the other's writes in between, and a retention purge's, or it would link
+/// a new fix to a fix that is no longer the one before it and miss the segment between
+/// them. Answers equal brute force over every stored fix.
+#[tokio::test]
+async fn two_postgres_servers_taking_turns_with_each_device_index_every_segment() {
+    let (url, _guard) = fresh_database(Backend::Postgres).await;
+    let a = Store::connect(&url).await.unwrap();
+    let b = Store::connect(&url).await.unwrap();
+    let mut rng = StdRng::seed_from_u64(0x25e7);
+    let (mut on_time, late) = tracks(&wearers(&a).await, &mut rng);
+    // time-major, as a fleet sends them: each group holds a minute or two of every device
+    on_time.sort_by_key(|r| (r.ts, r.device_pk));
+    for (i, group) in on_time.chunks(DEVICES * 3 / 2).enumerate() {
+        let server = if i % 3 == 2 { &b } else { &a };
+        server.insert_fixes(group).await.unwrap();
+    }
+    // a purge (of nothing here) is a writer of fixes too
+    a.purge_fixes_before(T0 - 3_600_000_000).await.unwrap();
+    for (i, group) in late.chunks(7).enumerate() {
+        let server = if i % 2 == 0 { &b } else { &a };
+        server.insert_fixes(group).await.unwrap();
+    }
+    let all: Vec<QFix> = on_time
+        .iter()
+        .chain(&late)
+        .filter_map(FixRow::qfix)
+        .collect();
+    let (matches, interpolated) = compare_scenes(&a, &all, &mut rng, 150).await;
+    assert!(matches > 40, "only {matches} matches");
+    assert!(interpolated > 2, "only {interpolated} interpolated matches");
+
+    // The case in one device: a stores X, b stores Y, a stores Z, two minutes apart at
+    // the corners of a 2 km triangle. Only the segment Y→Z passes the scene; were `a` to
+    // take X for Z's neighbour it would index X→Z, which does not.
+    let (subject_pk, device_pk) = common::wearer(&a, DEVICES, T0).await;
+    let frame = LocalFrame::new(CENTRE);
+    let t = T0 + (MINUTES + 60) * MINUTE_US;
+    let corner = |i: i64, x: f64, y: f64| {
+        fix_row(
+            device_pk,
+            Some(subject_pk),
+            t + 2 * i * MINUTE_US,
+            Some(frame.to_latlon(x, y)),
+            5.0,
+        )
+    };
+    let triangle = [
+        corner(0, 0.0, 0.0),
+        corner(1, 2000.0, 0.0),
+        corner(2, 1000.0, 2000.0),
+    ];
+    for (row, server) in triangle.iter().zip([&a, &b, &a]) {
+        server
+            .insert_fixes(std::slice::from_ref(row))
+            .await
+            .unwrap();
+    }
+    let scene = SceneQuery {
+        center: frame.to_latlon(1500.0, 1000.0),
+        radius_m: 60.0,
+        from_us: t + 2 * MINUTE_US,
+        to_us: t + 4 * MINUTE_US,
+    };
+    let cfg = QueryConfig::default();
+    let fixes: Vec<QFix> = triangle.iter().filter_map(FixRow::qfix).collect();
+    let want = scene_matches(&fixes, &scene, &cfg);
+    assert!(
+        want.iter().any(|m| m.method == MatchMethod::Interpolated),
+        "{want:?}"
+    );
+    assert_eq!(index_answer(&a, &scene, &cfg).await, want);
+}
+
 /// The store's PostgreSQL sessions run without JIT compilation: a 500 m / 24 h scene read at
 /// 10 M fixes costs enough in the planner's eyes to be compiled, which took far longer than
 /// running it (DECISIONS "PostgreSQL sessions run without JIT"). The setting must hold on

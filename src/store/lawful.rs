@@ -77,7 +77,7 @@ pub struct PurgeCounts {
 }
 
 /// A fix's key and position, as the segment indexer reads it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Pt {
     pub device_pk: i64,
     pub ts: Micros,

@@ -9,6 +9,7 @@ mod compliance;
 mod lawful;
 mod postgres;
 mod postgres_lawful;
+mod postgres_newest;
 mod sqlite;
 mod sqlite_lawful;
 mod sqlite_tail;

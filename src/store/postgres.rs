@@ -5,11 +5,13 @@
 
 use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
+use super::postgres_newest::Newest;
 use super::{
     mark_inserted, DeviceRow, FixRow, NewSubject, Result, StoreError, SubjectRow, UserRow,
 };
@@ -18,6 +20,10 @@ use crate::model::Micros;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The segment indexer's memory of each device's newest fix; its lock is also held by
+    /// each insert from before its statement to after its commit (one insert at a time per
+    /// store: they queue on `fix_writes`' row lock anyway).
+    newest: Arc<tokio::sync::Mutex<Newest>>,
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -82,7 +88,10 @@ impl PgStore {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            newest: Arc::default(),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -278,16 +287,32 @@ impl PgStore {
             .collect()
     }
 
+    /// Inserts a group of fixes (a key already stored is left as it is) and indexes the long
+    /// segments they form, in one transaction; says per row whether it was inserted.
     #[tracing::instrument(skip_all, fields(rows = rows.len()))]
     pub async fn insert_fixes(&self, rows: &[FixRow]) -> Result<Vec<bool>> {
+        let mut newest = self.newest.lock().await;
+        let written = self.insert_fixes_with(rows, &mut newest).await;
+        if written.is_err() {
+            newest.forget();
+        }
+        written
+    }
+
+    async fn insert_fixes_with(&self, rows: &[FixRow], newest: &mut Newest) -> Result<Vec<bool>> {
         let col = |f: &dyn Fn(&FixRow) -> Option<f32>| rows.iter().map(f).collect::<Vec<_>>();
         let mut tx = self.pool.begin().await?;
-        let keys: Vec<(i64, i64)> = sqlx::query_as(
-            "INSERT INTO fixes (device_pk, ts, subject_pk, lat_e7, lon_e7, accuracy_m, source, speed_mps, \
+        // The count of writes to `fixes`, bumped and read under its row's lock (migration
+        // postgres/0006), in the insert's own statement.
+        let (seq, devices, times): (i64, Option<Vec<i64>>, Option<Vec<i64>>) = sqlx::query_as(
+            "WITH w AS (UPDATE fix_writes SET seq = seq + 1 WHERE id = 1 RETURNING seq), \
+             ins AS (INSERT INTO fixes (device_pk, ts, subject_pk, lat_e7, lon_e7, accuracy_m, source, speed_mps, \
              heading_deg, battery_pct, flags, received_at, cell) \
              SELECT * FROM UNNEST($1::int4[], $2::int8[], $3::int4[], $4::int4[], $5::int4[], $6::float4[], \
              $7::int2[], $8::float4[], $9::float4[], $10::float4[], $11::int2[], $12::int8[], $13::int8[]) \
-             ON CONFLICT (device_pk, ts) DO NOTHING RETURNING device_pk::int8, ts",
+             ON CONFLICT (device_pk, ts) DO NOTHING RETURNING device_pk, ts) \
+             SELECT (SELECT seq FROM w), (SELECT array_agg(device_pk::int8) FROM ins), \
+                    (SELECT array_agg(ts) FROM ins)",
         )
         .bind(rows.iter().map(|r| r.device_pk as i32).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.ts).collect::<Vec<_>>())
@@ -302,12 +327,20 @@ impl PgStore {
         .bind(rows.iter().map(|r| r.flags).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.received_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.cell).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-        let inserted: HashSet<(i64, i64)> = keys.into_iter().collect();
+        newest.check(seq);
+        let inserted: HashSet<(i64, i64)> = devices
+            .unwrap_or_default()
+            .into_iter()
+            .zip(times.unwrap_or_default())
+            .collect();
         let stored = mark_inserted(rows, &inserted);
-        super::postgres_lawful::index_segments(&mut tx, rows, &stored, &inserted).await?;
+        let learned =
+            super::postgres_lawful::index_segments(&mut tx, rows, &stored, &inserted, newest)
+                .await?;
         tx.commit().await?;
+        newest.committed(seq, learned);
         Ok(stored)
     }
 

@@ -12,6 +12,7 @@ use super::lawful::{
     stored_subject_ids, AuditFilter, Pt, PurgeCounts, SceneLookup, SceneRow, VERIFY_PAGE,
 };
 use super::postgres::{fix, FIX_SELECT};
+use super::postgres_newest::Newest;
 use super::{FixRow, PgStore, Result};
 use crate::audit::chain::{seal, AuditDraft, AuditRecord, Verifier, VerifyReport, GENESIS_HASH};
 use crate::model::Micros;
@@ -46,19 +47,85 @@ fn fixes(rows: &[PgRow]) -> Result<Vec<FixRow>> {
 }
 
 /// Called by [`PgStore::insert_fixes`] inside its transaction, after the insert: indexes
-/// the long segments the new fixes form with their stored neighbours.
+/// the long segments the new fixes form with their stored neighbours. A device whose new
+/// fixes are all newer than its newest stored one, when `newest` knows that, needs no read;
+/// the others' neighbours are read with key seeks. Returns what the devices' newest stored
+/// positioned fixes are once this commits (`None`: not known), for `newest`.
 #[tracing::instrument(skip_all)]
 pub(super) async fn index_segments(
     conn: &mut PgConnection,
     rows: &[FixRow],
     stored: &[bool],
     inserted: &HashSet<(i64, i64)>,
-) -> Result<()> {
+    newest: &Newest,
+) -> Result<Vec<(i64, Option<Option<Pt>>)>> {
     let ranges = batch_ranges(rows, stored);
     if ranges.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let pts: Vec<Pt> = sqlx::query_as::<_, (i64, i64, i32, i32)>(
+    let mut new_pts: HashMap<i64, Vec<Pt>> = HashMap::new();
+    for (r, _) in rows.iter().zip(stored).filter(|(_, s)| **s) {
+        if let (Some(lat_e7), Some(lon_e7)) = (r.lat_e7, r.lon_e7) {
+            new_pts.entry(r.device_pk).or_default().push(Pt {
+                device_pk: r.device_pk,
+                ts: r.ts,
+                lat_e7,
+                lon_e7,
+            });
+        }
+    }
+    let mut pts: Vec<Pt> = Vec::new();
+    let mut learned = Vec::with_capacity(ranges.len());
+    let mut ask: Vec<(i64, i64, i64)> = Vec::new();
+    for &(d, lo, hi) in &ranges {
+        match newest.get(d) {
+            Some(last) if last.is_none_or(|p| p.ts < lo) => {
+                let new = new_pts.remove(&d).unwrap_or_default();
+                learned.push((d, Some(new.iter().max_by_key(|p| p.ts).copied())));
+                pts.extend(last);
+                pts.extend(new);
+            }
+            _ => ask.push((d, lo, hi)),
+        }
+    }
+    if !ask.is_empty() {
+        let read = neighbours(conn, &ask).await?;
+        let mut by_device: HashMap<i64, Vec<Pt>> = HashMap::new();
+        for p in &read {
+            by_device.entry(p.device_pk).or_default().push(*p);
+        }
+        for &(d, _, hi) in &ask {
+            let mine = by_device.remove(&d).unwrap_or_default();
+            // known only when nothing stored is newer than the group (the read reaches one
+            // positioned fix past the group's last, when there is one)
+            let known = (!mine.iter().any(|p| p.ts > hi))
+                .then(|| mine.iter().max_by_key(|p| p.ts).copied());
+            learned.push((d, known));
+        }
+        pts.extend(read);
+    }
+    let segs = long_segments(pts, inserted);
+    if segs.is_empty() {
+        return Ok(learned);
+    }
+    sqlx::query(
+        "INSERT INTO fix_segments (cell, t0, t1, device_pk) \
+         SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int4[]) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(segs.iter().map(|s| s.cell).collect::<Vec<_>>())
+    .bind(segs.iter().map(|s| s.t0).collect::<Vec<_>>())
+    .bind(segs.iter().map(|s| s.t1).collect::<Vec<_>>())
+    .bind(segs.iter().map(|s| s.device_pk as i32).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    Ok(learned)
+}
+
+/// Per `(device, lo, hi)`: the device's stored positioned fixes from the one before `lo`
+/// to the one after `hi` (new fixes included), by key seeks.
+async fn neighbours(conn: &mut PgConnection, ranges: &[(i64, i64, i64)]) -> Result<Vec<Pt>> {
+    Ok(sqlx::query_as::<_, (i64, i64, i32, i32)>(
         "SELECT f.device_pk::int8, f.ts, f.lat_e7, f.lon_e7 \
          FROM UNNEST($1::int4[], $2::int8[], $3::int8[]) AS j(d, lo, hi) \
          CROSS JOIN LATERAL (SELECT \
@@ -81,23 +148,7 @@ pub(super) async fn index_segments(
         lat_e7,
         lon_e7,
     })
-    .collect();
-    let segs = long_segments(pts, inserted);
-    if segs.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO fix_segments (cell, t0, t1, device_pk) \
-         SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int4[]) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(segs.iter().map(|s| s.cell).collect::<Vec<_>>())
-    .bind(segs.iter().map(|s| s.t0).collect::<Vec<_>>())
-    .bind(segs.iter().map(|s| s.t1).collect::<Vec<_>>())
-    .bind(segs.iter().map(|s| s.device_pk as i32).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .collect())
 }
 
 pub(super) async fn subject_pk(conn: &mut PgConnection, id: &str) -> Result<Option<i64>> {
