@@ -303,7 +303,9 @@ impl PgStore {
         let col = |f: &dyn Fn(&FixRow) -> Option<f32>| rows.iter().map(f).collect::<Vec<_>>();
         let mut tx = self.pool.begin().await?;
         // The count of writes to `fixes`, bumped and read under its row's lock (migration
-        // postgres/0006), in the insert's own statement.
+        // postgres/0006), in the insert's own statement. The outer SELECT reads `w` before
+        // `ins`, so the lock is held before any fix is inserted: two servers inserting the
+        // same key queue on the row instead of deadlocking on each other's key.
         let (seq, devices, times): (i64, Option<Vec<i64>>, Option<Vec<i64>>) = sqlx::query_as(
             "WITH w AS (UPDATE fix_writes SET seq = seq + 1 WHERE id = 1 RETURNING seq), \
              ins AS (INSERT INTO fixes (device_pk, ts, subject_pk, lat_e7, lon_e7, accuracy_m, source, speed_mps, \
