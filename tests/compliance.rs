@@ -27,6 +27,7 @@ on_both_stores!(
     a_revoked_officers_open_stream_ends_before_the_next_event,
     concurrent_acknowledgements_of_one_alert_succeed_once,
     breaches_of_many_devices_in_one_batch_each_keep_their_own_evidence_and_history,
+    a_stream_sends_a_batch_of_changes_each_to_its_caseload_with_its_own_names,
 );
 
 const HOME: (f64, f64) = (51.5450, -0.1030); // Islington
@@ -916,4 +917,102 @@ async fn breaches_of_many_devices_in_one_batch_each_keep_their_own_evidence_and_
         let last = if still_inside { "updated" } else { "ended" };
         assert_eq!(kinds, ["opened", "updated", last], "{tag}: {d}");
     }
+}
+
+/// The next `n` alert events of a stream (keep-alive comments skipped), as JSON.
+async fn next_events(resp: &mut reqwest::Response, n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
+                out.push(serde_json::from_str(data).unwrap());
+            }
+        }
+        if out.len() >= n {
+            break;
+        }
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .expect("no event")
+            .unwrap()
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    out
+}
+
+/// The stream reads the names of a whole batch of changes at once: each change must still
+/// go only to its subject's officer, named with its own subject and device.
+async fn a_stream_sends_a_batch_of_changes_each_to_its_caseload_with_its_own_names(
+    backend: Backend,
+) {
+    let s = setup(backend).await;
+    let (other_id, other) = s.app.user("other officer", "officer").await;
+    let (_, gateway) = s.app.user("gateway", "device").await;
+    s.app.subject("GTO-2", Some(s.officer_id)).await;
+    s.app.device("TAG-2", "GTO-2").await;
+    s.app.subject("GTO-3", Some(other_id)).await;
+    s.app.device("TAG-3", "GTO-3").await;
+    for (subject, token) in [
+        ("GTO-1", &s.officer),
+        ("GTO-2", &s.officer),
+        ("GTO-3", &other),
+    ] {
+        let (st, v) = s.app.post(&format!("/v1/subjects/{subject}/zones"), token,
+            json!({"kind": "exclusion", "name": "King's Cross", "grace_s": 0, "valid_from": ago(7200),
+                   "geometry": {"type": "Circle", "center": [STATION.1, STATION.0], "radius_m": 300}}))
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+    }
+    let mut mine = open_stream(&s.app, &s.officer).await;
+    let mut theirs = open_stream(&s.app, &other).await;
+    let pings: Vec<Value> = ["TAG-1", "TAG-2", "TAG-3"]
+        .iter()
+        .map(|t| json!({"device_id": t, "ts": ago(300), "lat": STATION.0, "lon": STATION.1, "accuracy_m": 5.0}))
+        .collect();
+    let (st, v) = s.app.post_pings(&gateway, json!(pings)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let names = |events: Vec<Value>| {
+        let mut n: Vec<(String, String, String)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e["change"].as_str().unwrap().to_owned(),
+                    e["alert"]["subject_id"].as_str().unwrap().to_owned(),
+                    e["alert"]["device_id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        n.sort();
+        n
+    };
+    let opened =
+        |subject: &str, device: &str| ("opened".to_owned(), subject.to_owned(), device.to_owned());
+    assert_eq!(
+        names(next_events(&mut mine, 2).await),
+        [opened("GTO-1", "TAG-1"), opened("GTO-2", "TAG-2")]
+    );
+    assert_eq!(
+        names(next_events(&mut theirs, 1).await),
+        [opened("GTO-3", "TAG-3")]
+    );
+    // the next change is GTO-3's alone: the first officer's stream must not carry it
+    let (st, _) = s
+        .app
+        .post_pings(&gateway, json!([{"device_id": "TAG-3", "ts": ago(200), "lat": HOME.0, "lon": HOME.1, "accuracy_m": 5.0},
+                                     {"device_id": "TAG-1", "ts": ago(200), "lat": HOME.0, "lon": HOME.1, "accuracy_m": 5.0}]))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let ended = names(next_events(&mut mine, 1).await);
+    assert_eq!(
+        ended,
+        [("ended".to_owned(), "GTO-1".to_owned(), "TAG-1".to_owned())]
+    );
+    assert_eq!(
+        names(next_events(&mut theirs, 1).await),
+        [("ended".to_owned(), "GTO-3".to_owned(), "TAG-3".to_owned())]
+    );
 }

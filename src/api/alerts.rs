@@ -103,16 +103,15 @@ impl Directory {
         })
     }
 
-    /// The entries one alert needs: its subject read afresh, so a caseload change shows at
-    /// once, and its device's id from `devices` — ids never change, so the map is only
-    /// reloaded when a device is new to it. One indexed read per event instead of the whole
-    /// directory.
-    pub async fn for_alert(
+    /// The entries some alerts need: their subjects read afresh (one read for all), so a
+    /// caseload change shows at once, and their devices' ids from `devices` — ids never
+    /// change, so the map is only reloaded when a device is new to it.
+    pub async fn for_alerts(
         state: &AppState,
-        a: &AlertRow,
+        alerts: &[&AlertRow],
         devices: &mut HashMap<i64, String>,
     ) -> Result<Self, ApiError> {
-        if !devices.contains_key(&a.device_pk) {
+        if alerts.iter().any(|a| !devices.contains_key(&a.device_pk)) {
             *devices = state
                 .store
                 .devices()
@@ -121,13 +120,14 @@ impl Directory {
                 .map(|d| (d.pk, d.id))
                 .collect();
         }
-        let subject = state.store.subject_ref(a.subject_pk).await?;
+        let mut pks: Vec<i64> = alerts.iter().map(|a| a.subject_pk).collect();
+        pks.sort_unstable();
+        pks.dedup();
         Ok(Directory {
-            subjects: subject.map(|s| (a.subject_pk, s)).into_iter().collect(),
-            devices: devices
-                .get(&a.device_pk)
-                .map(|id| (a.device_pk, id.clone()))
-                .into_iter()
+            subjects: state.store.subject_refs(&pks).await?,
+            devices: alerts
+                .iter()
+                .filter_map(|a| Some((a.device_pk, devices.get(&a.device_pk)?.clone())))
                 .collect(),
         })
     }
@@ -505,11 +505,20 @@ async fn stream(
     let s = async_stream(move |tx| async move {
         let mut devices = HashMap::new();
         loop {
-            let change = match rx.recv().await {
-                Ok(c) => c,
+            // what the monitor announced since the last look, at most STREAM_BATCH: the
+            // directory (subjects, devices) is read once for all of them
+            let mut changes = match rx.recv().await {
+                Ok(c) => vec![c],
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(_) => return,
             };
+            while changes.len() < STREAM_BATCH {
+                match rx.try_recv() {
+                    Ok(c) => changes.push(c),
+                    Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => continue,
+                    Err(_) => break,
+                }
+            }
             // A token revoked while the stream is open ends it before the next event: the
             // revocation drops the token from the registry, and then only the store can say
             // it is still good. Asked directly, not through the unknown-token throttle, so a
@@ -520,25 +529,31 @@ async fn stream(
             {
                 return;
             }
-            let Ok(dir) = Directory::for_alert(&state, &change.alert, &mut devices).await else {
+            let alerts: Vec<&AlertRow> = changes.iter().map(|c| &c.alert).collect();
+            let Ok(dir) = Directory::for_alerts(&state, &alerts, &mut devices).await else {
                 continue;
             };
-            if !dir.visible(&caller, &change.alert) {
-                continue;
-            }
-            let body =
-                serde_json::json!({"change": change.kind, "alert": dir.alert(&change.alert)});
-            if tx
-                .send(Ok(Event::default().event("alert").data(body.to_string())))
-                .await
-                .is_err()
-            {
-                return;
+            for change in &changes {
+                if !dir.visible(&caller, &change.alert) {
+                    continue;
+                }
+                let body =
+                    serde_json::json!({"change": change.kind, "alert": dir.alert(&change.alert)});
+                if tx
+                    .send(Ok(Event::default().event("alert").data(body.to_string())))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
             }
         }
     });
     Ok(Sse::new(s).keep_alive(KeepAlive::default()))
 }
+
+/// Alert changes the stream handles together: one directory read for each such group.
+const STREAM_BATCH: usize = 256;
 
 /// A stream fed by a spawned task through a small channel (ends when the client goes).
 fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Result<Event, Infallible>>

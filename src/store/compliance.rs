@@ -512,6 +512,31 @@ impl Store {
         })
     }
 
+    /// [`Store::subject_ref`] for many subjects in one read; unknown keys are left out.
+    pub async fn subject_refs(&self, pks: &[i64]) -> Result<HashMap<i64, (String, Option<i64>)>> {
+        let rows: Vec<(i64, String, Option<i64>)> = match self {
+            Store::Sqlite(s) => {
+                sqlx::query_as(
+                    "SELECT pk, id, officer_id FROM subjects \
+                     WHERE pk IN (SELECT value FROM json_each(?))",
+                )
+                .bind(serde_json::to_string(pks).unwrap_or_else(|_| "[]".into()))
+                .fetch_all(s.pool())
+                .await?
+            }
+            Store::Postgres(s) => {
+                sqlx::query_as("SELECT pk, id, officer_id FROM subjects WHERE pk = ANY($1)")
+                    .bind(pks)
+                    .fetch_all(s.pool())
+                    .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(pk, id, officer)| (pk, (id, officer)))
+            .collect())
+    }
+
     /// The subject primary keys on an officer's caseload.
     pub async fn caseload(&self, officer: i64) -> Result<Vec<i64>> {
         let q = sql(self, "SELECT pk FROM subjects WHERE officer_id = ?");
