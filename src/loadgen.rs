@@ -43,9 +43,14 @@ pub struct LoadgenArgs {
     /// Fixes per request.
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
-    /// Target fixes per second over all clients (0 = as fast as acknowledged).
+    /// Target fixes per second over all clients (0 = as fast as acknowledged). Paced
+    /// clients start spread over one request interval, as independent senders would be.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// With `--rate`: start every client at once, so that they send in bursts (a request
+    /// from each client together, once per interval) instead of spread out.
+    #[arg(long)]
+    pub lockstep: bool,
     /// Seconds to run.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
@@ -364,6 +369,12 @@ async fn drive(
         devices: devices.len(),
     };
     let mut cursor = 0usize; // next (round, device) to emit
+    if let (Some(rate), false) = (per_client_rate, args.lockstep) {
+        // client c of n starts c/n of a request interval late, and keeps that phase
+        let interval = args.batch as f64 / rate;
+        let phase = interval * c as f64 / args.concurrency.max(1) as f64;
+        tokio::time::sleep(Duration::from_secs_f64(phase)).await;
+    }
     let t0 = Instant::now();
     while Instant::now() < deadline && !devices.is_empty() {
         let first = cursor;

@@ -16,6 +16,7 @@ async fn loadgen_reports_acknowledged_fixes_and_alerts_from_the_stream(backend: 
         concurrency: 3,
         batch: 24,
         rate: 0,
+        lockstep: false,
         duration: 3,
         zones_per_device: 4,
         swing_rounds: 20,
@@ -85,6 +86,7 @@ async fn loadgen_fails_when_the_server_rejects_its_fixes() {
         concurrency: 1,
         batch: 8,
         rate: 0,
+        lockstep: false,
         duration: 2,
         zones_per_device: 0,
         swing_rounds: 20,
@@ -94,6 +96,36 @@ async fn loadgen_fails_when_the_server_rejects_its_fixes() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("older than the retention period"), "{err}");
+}
+
+/// A paced run sends at its rate, whether its clients start spread over a request
+/// interval (the default) or all at once (`--lockstep`): never more than the rate allows
+/// (plus the requests in flight at the end), and not far less.
+#[tokio::test]
+async fn loadgen_paces_its_clients() {
+    let app = spawn_app(Backend::Sqlite).await;
+    for lockstep in [false, true] {
+        let report = run(LoadgenArgs {
+            url: app.url.clone(),
+            token: app.admin_token.clone(),
+            devices: 16,
+            concurrency: 4,
+            batch: 10,
+            rate: 400,
+            lockstep,
+            duration: 2,
+            zones_per_device: 0,
+            swing_rounds: 20,
+            seed: 5,
+        })
+        .await
+        .unwrap();
+        let sent = report.fixes_acknowledged + report.duplicates;
+        assert!(
+            (400..=400 * 2 + 4 * 10).contains(&sent),
+            "lockstep {lockstep}: {report}"
+        );
+    }
 }
 
 on_both_stores!(loadgen_reports_acknowledged_fixes_and_alerts_from_the_stream);
