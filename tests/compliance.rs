@@ -87,6 +87,16 @@ async fn post(s: &Setup, pings: Value) {
     assert!(v["rejected"].as_array().unwrap().is_empty(), "{v}");
 }
 
+/// The kinds of an alert's events, in order (`GET /v1/alerts/{id}`).
+fn event_kinds(d: &Value) -> Vec<&str> {
+    d["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect()
+}
+
 /// The officer acknowledges alert `id` with the note "seen".
 async fn acknowledge(s: &Setup, id: i64) -> (StatusCode, Value) {
     s.app
@@ -180,12 +190,7 @@ async fn an_exclusion_breach_opens_ends_and_is_closed_by_its_officer(backend: Ba
         (d["status"].as_str(), d["outcome"].as_str()),
         (Some("closed"), Some("breach_confirmed"))
     );
-    let kinds: Vec<&str> = d["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = event_kinds(&d);
     assert_eq!(kinds.first(), Some(&"opened"));
     assert!(kinds.ends_with(&["acknowledged", "closed"]), "{kinds:?}");
     let (st, _) = s
@@ -331,12 +336,7 @@ async fn late_data_that_disproves_a_breach_withdraws_it(backend: Backend) {
         .is_some_and(|r| !r.is_empty()));
     let id = alerts[0]["id"].as_i64().unwrap();
     let (_, d) = s.app.get(&format!("/v1/alerts/{id}"), &s.officer).await;
-    let kinds: Vec<&str> = d["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = event_kinds(&d);
     assert_eq!(
         (kinds.first(), kinds.last()),
         (Some(&"opened"), Some(&"withdrawn")),
@@ -908,12 +908,7 @@ async fn breaches_of_many_devices_in_one_batch_each_keep_their_own_evidence_and_
             evidence,
             "{d}"
         );
-        let kinds: Vec<&str> = d["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["kind"].as_str().unwrap())
-            .collect();
+        let kinds = event_kinds(&d);
         let last = if still_inside { "updated" } else { "ended" };
         assert_eq!(kinds, ["opened", "updated", last], "{tag}: {d}");
     }
