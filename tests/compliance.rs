@@ -406,22 +406,7 @@ async fn the_stream_pushes_alert_changes(backend: Backend) {
     let (_, stranger) = s.app.user("other officer", "officer").await;
     let mut other = open_stream(&s.app, &stranger).await;
     post(&s, json!([fix(&ago(300), STATION, 10.0)])).await;
-    let mut buf = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !buf.contains("\n\n") {
-        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
-            .await
-            .expect("no event")
-            .unwrap()
-            .unwrap();
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        if buf.starts_with(':') {
-            buf.clear();
-        } // keep-alive comment
-    }
-    assert!(buf.contains("event: alert"), "{buf}");
-    let data = buf.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
-    let v: Value = serde_json::from_str(data).unwrap();
+    let v = next_events(&mut resp, 1).await.remove(0);
     assert_eq!(
         (v["change"].as_str(), v["alert"]["type"].as_str()),
         (Some("opened"), Some("exclusion_breach"))
@@ -923,6 +908,7 @@ async fn next_events(resp: &mut reqwest::Response, n: usize) -> Vec<Value> {
         while let Some(end) = buf.find("\n\n") {
             let event: String = buf.drain(..end + 2).collect();
             if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
+                assert!(event.contains("event: alert"), "{event}");
                 out.push(serde_json::from_str(data).unwrap());
             }
         }
