@@ -668,10 +668,6 @@ impl LawfulTx {
         if changes.is_empty() {
             return Ok(());
         }
-        let mut last: HashMap<i64, &AlertRow> = HashMap::with_capacity(changes.len());
-        for (a, _) in changes {
-            last.insert(a.id, a);
-        }
         let tx = match self {
             LawfulTx::Postgres(tx) => tx,
             LawfulTx::Sqlite(..) => {
@@ -682,6 +678,10 @@ impl LawfulTx {
                 return Ok(());
             }
         };
+        let mut last: HashMap<i64, &AlertRow> = HashMap::with_capacity(changes.len());
+        for (a, _) in changes {
+            last.insert(a.id, a);
+        }
         let rows: Vec<&AlertRow> = last.into_values().collect();
         let col =
             |f: &dyn Fn(&AlertRow) -> Option<i64>| rows.iter().map(|a| f(a)).collect::<Vec<_>>();
