@@ -522,6 +522,7 @@ impl Monitor {
                 .update_alert(&row, AlertFields::Review, kind, None)
                 .await?;
         } else {
+            // written at the transaction's end (`Writes::write_episodes`), which must exist
             w.tx(&self.inner.store).await?;
             w.episodes.push((row.clone(), kind));
         }

@@ -121,6 +121,23 @@ pub(super) fn batch_ranges(rows: &[FixRow], stored: &[bool]) -> Vec<(i64, Micros
         .collect()
 }
 
+/// The positioned fixes of a group that were stored (`stored[i]` for `rows[i]`), as the
+/// segment indexer takes them.
+pub(super) fn new_points(rows: &[FixRow], stored: &[bool]) -> Vec<Pt> {
+    rows.iter()
+        .zip(stored)
+        .filter(|(_, s)| **s)
+        .filter_map(|(r, _)| {
+            Some(Pt {
+                device_pk: r.device_pk,
+                ts: r.ts,
+                lat_e7: r.lat_e7?,
+                lon_e7: r.lon_e7?,
+            })
+        })
+        .collect()
+}
+
 /// The coarse rows of the long segments that the new fixes form with their neighbours.
 /// `pts` are, per device, the stored positioned fixes from the one before the batch's
 /// range to the one after it (new fixes included); `new` are the keys inserted now. Only

@@ -8,7 +8,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::lawful::{
-    batch_ranges, island_rows_near, long_segments, merge_intervals, stored_json,
+    batch_ranges, island_rows_near, long_segments, merge_intervals, new_points, stored_json,
     stored_subject_ids, AuditFilter, Pt, PurgeCounts, SceneLookup, SceneRow, VERIFY_PAGE,
 };
 use super::postgres::{fix, FIX_SELECT};
@@ -63,27 +63,27 @@ pub(super) async fn index_segments(
     if ranges.is_empty() {
         return Ok(Vec::new());
     }
-    let mut new_pts: HashMap<i64, Vec<Pt>> = HashMap::new();
-    for (r, _) in rows.iter().zip(stored).filter(|(_, s)| **s) {
-        if let (Some(lat_e7), Some(lon_e7)) = (r.lat_e7, r.lon_e7) {
-            new_pts.entry(r.device_pk).or_default().push(Pt {
-                device_pk: r.device_pk,
-                ts: r.ts,
-                lat_e7,
-                lon_e7,
-            });
-        }
+    // the new fixes themselves (a device's read below returns them too: long_segments
+    // keeps one copy of each key), and per device the newest of them
+    let mut pts = new_points(rows, stored);
+    let mut newest_new: HashMap<i64, Pt> = HashMap::with_capacity(ranges.len());
+    for p in &pts {
+        newest_new
+            .entry(p.device_pk)
+            .and_modify(|n| {
+                if p.ts > n.ts {
+                    *n = *p;
+                }
+            })
+            .or_insert(*p);
     }
-    let mut pts: Vec<Pt> = Vec::new();
     let mut learned = Vec::with_capacity(ranges.len());
     let mut ask: Vec<(i64, i64, i64)> = Vec::new();
     for &(d, lo, hi) in &ranges {
         match newest.get(d) {
             Some(last) if last.is_none_or(|p| p.ts < lo) => {
-                let new = new_pts.remove(&d).unwrap_or_default();
-                learned.push((d, Some(new.iter().max_by_key(|p| p.ts).copied())));
+                learned.push((d, Some(newest_new.get(&d).copied())));
                 pts.extend(last);
-                pts.extend(new);
             }
             _ => ask.push((d, lo, hi)),
         }

@@ -19,7 +19,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::lawful::{
-    batch_ranges, island_rows_near, long_segments, merge_intervals, stored_json,
+    batch_ranges, island_rows_near, long_segments, merge_intervals, new_points, stored_json,
     stored_subject_ids, AuditFilter, Pt, PurgeCounts, SceneLookup, SceneRow, VERIFY_PAGE,
 };
 use super::sqlite::{fix, CELL_MINUTE_US, FIX_COLUMNS};
@@ -77,19 +77,7 @@ pub(super) fn index_segments(
         .collect();
     // the new fixes themselves, then per device the positioned fixes from the one before
     // the group's range to the one after it, in the tail and (by key seeks) in the table
-    let mut pts: Vec<Pt> = rows
-        .iter()
-        .zip(stored)
-        .filter(|(_, s)| **s)
-        .filter_map(|(r, _)| {
-            Some(Pt {
-                device_pk: r.device_pk,
-                ts: r.ts,
-                lat_e7: r.lat_e7?,
-                lon_e7: r.lon_e7?,
-            })
-        })
-        .collect();
+    let mut pts = new_points(rows, stored);
     let mut st = db.prepare_cached(
         "SELECT f.device_pk, f.ts, f.lat_e7, f.lon_e7 FROM fixes f \
          WHERE f.device_pk = ?1 \
