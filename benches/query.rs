@@ -48,7 +48,7 @@ struct Data {
     backend: &'static str,
     minutes: i64,
     /// (subject_pk) of every subject
-    subjects: Vec<i64>,
+    subjects: Vec<String>,
 }
 
 fn fixes_wanted() -> usize {
@@ -100,7 +100,7 @@ async fn open(backend: &'static str, fixes: usize) -> Data {
     let store = Store::connect(&url).await.unwrap();
     let have = store.count_fixes().await.unwrap();
     if !fresh && have as usize >= minutes as usize * DEVICES {
-        let subjects = subject_pks(&store).await;
+        let subjects = subject_ids(&store).await;
         eprintln!("[{backend}] reusing {have} fixes at {url}");
         return Data {
             store,
@@ -114,7 +114,7 @@ async fn open(backend: &'static str, fixes: usize) -> Data {
         "[{backend}] a partial dataset at {url}: delete it and rerun"
     );
     build(&store, backend, minutes).await;
-    let subjects = subject_pks(&store).await;
+    let subjects = subject_ids(&store).await;
     Data {
         store,
         backend,
@@ -123,13 +123,13 @@ async fn open(backend: &'static str, fixes: usize) -> Data {
     }
 }
 
-async fn subject_pks(store: &Store) -> Vec<i64> {
+async fn subject_ids(store: &Store) -> Vec<String> {
     store
         .subjects()
         .await
         .unwrap()
-        .iter()
-        .map(|s| s.pk)
+        .into_iter()
+        .map(|s| s.id)
         .collect()
 }
 
@@ -302,29 +302,23 @@ async fn crime_scene(
 /// The path of `POST /v1/queries/location-at-time` after validation.
 async fn at_time(
     store: &Store,
-    subject_pk: i64,
+    subject_id: &str,
     at: i64,
     cfg: &QueryConfig,
     phases: &mut Phases,
 ) -> bool {
     let mut t = Instant::now();
-    let mut tx = store.begin_lawful().await.unwrap();
+    let mut tx = store.begin_lawful_lookups().await.unwrap();
     phases.lap("begin", &mut t);
-    let rows = tx
-        .at_time_fixes(subject_pk, at, cfg.max_gap_us())
+    let read = tx
+        .at_time(subject_id, at, cfg.max_gap_us())
         .await
-        .unwrap();
+        .unwrap()
+        .expect("a stored subject");
     phases.lap("read", &mut t);
-    let fixes: Vec<QFix> = rows.iter().filter_map(FixRow::qfix).collect();
+    let fixes: Vec<QFix> = read.fixes.iter().filter_map(FixRow::qfix).collect();
     let est = location_at_time(&fixes, at, cfg);
     phases.lap("maths", &mut t);
-    let pks: Vec<i64> = [est.before, est.after]
-        .iter()
-        .flatten()
-        .map(|f| f.device)
-        .collect();
-    tx.device_ids(&pks).await.unwrap();
-    phases.lap("ids", &mut t);
     tx.append_audit(draft("query.location_at_time"))
         .await
         .unwrap();
@@ -399,7 +393,7 @@ fn bench(c: &mut Criterion) {
                 scene_lat.push(t.elapsed());
             }
             for _ in 0..SAMPLES {
-                let subject = data.subjects[rng.gen_range(0..data.subjects.len())];
+                let subject = &data.subjects[rng.gen_range(0..data.subjects.len())];
                 let at = random_instant(&mut rng, &data);
                 let t = Instant::now();
                 located +=
@@ -438,7 +432,7 @@ fn bench(c: &mut Criterion) {
         let mut rng = StdRng::seed_from_u64(8);
         group.bench_function("location_at_time", |b| {
             b.iter(|| {
-                let subject = data.subjects[rng.gen_range(0..data.subjects.len())];
+                let subject = &data.subjects[rng.gen_range(0..data.subjects.len())];
                 let at = random_instant(&mut rng, &data);
                 rt.block_on(at_time(
                     &data.store,

@@ -1240,7 +1240,7 @@ async fn a_zone_change_whose_audit_entry_cannot_be_written_is_not_made(backend: 
     )
     .await;
     // A head hash that cannot be chained from makes every append fail.
-    let statement = "UPDATE audit SET hash = 'not a hash' WHERE id = (SELECT max(id) FROM audit)";
+    let statement = common::break_audit_head(backend);
     match backend {
         Backend::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();

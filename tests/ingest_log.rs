@@ -89,7 +89,7 @@ async fn reads(store: &Store, wearers: &[(i64, i64)]) -> Reads {
         at_time: Vec::new(),
     };
     let cfg = QueryConfig::default();
-    for &(subject_pk, device_pk) in wearers {
+    for (i, &(subject_pk, device_pk)) in wearers.iter().enumerate() {
         r.device_fixes.push(
             store
                 .device_fixes(device_pk, T0 + 30 * MINUTE_US, T0 + 200 * MINUTE_US)
@@ -115,13 +115,18 @@ async fn reads(store: &Store, wearers: &[(i64, i64)]) -> Reads {
         r.trails.push(trail);
         for k in 0..12 {
             let at = T0 + k * 20 * MINUTE_US + 17_000_000;
-            let rows = tx
-                .at_time_fixes(subject_pk, at, cfg.max_gap_us())
+            let read = tx
+                .at_time(&format!("S-{i}"), at, cfg.max_gap_us())
                 .await
-                .unwrap();
-            let fixes: Vec<QFix> = rows.iter().filter_map(FixRow::qfix).collect();
-            r.at_time
-                .push(format!("{:?}", location_at_time(&fixes, at, &cfg)));
+                .unwrap()
+                .expect("a stored subject");
+            assert_eq!(read.subject_pk, subject_pk);
+            let fixes: Vec<QFix> = read.fixes.iter().filter_map(FixRow::qfix).collect();
+            let devices: std::collections::BTreeMap<_, _> = read.devices.into_iter().collect();
+            r.at_time.push(format!(
+                "{:?} {devices:?}",
+                location_at_time(&fixes, at, &cfg)
+            ));
         }
         tx.commit().await.unwrap();
     }

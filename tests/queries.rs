@@ -191,6 +191,12 @@ async fn location_at_time_is_observed_near_a_fix_interpolated_between_linked_fix
     assert_eq!(v["before"]["ts"], w.t(60).replace("+00:00", "Z"));
     assert_eq!(v["after"]["ts"], w.t(1_260).replace("+00:00", "Z"));
 
+    // a subject with no fixes at all: nothing to estimate from, nothing disclosed
+    w.app.subject("GTO-QUIET", Some(w.officer_id)).await;
+    let v = w.at_time("GTO-QUIET", 0).await;
+    assert_eq!(v["estimate"]["method"], "none", "{v}");
+    assert!(v["before"].is_null() && v["after"].is_null(), "{v}");
+
     // unknown subject: 404, but the attempt is audited
     let (s, _) = w
         .app
@@ -206,11 +212,15 @@ async fn location_at_time_is_observed_near_a_fix_interpolated_between_linked_fix
         .iter()
         .filter(|e| e["action"] == "query.location_at_time")
         .collect();
-    assert_eq!(lat.len(), 4);
+    assert_eq!(lat.len(), 5);
     assert_eq!(lat[0]["parameters"]["subject_id"], "GTO-404");
+    assert_eq!(lat[0]["parameters"]["found"], false);
     assert_eq!(lat[0]["subject_ids"], json!([]));
-    assert_eq!(lat[1]["subject_ids"], json!(["GTO-1"]));
-    assert_eq!(lat[1]["justification"], justification());
+    assert_eq!(lat[1]["parameters"]["subject_id"], "GTO-QUIET");
+    assert_eq!(lat[1]["parameters"]["found"], true);
+    assert_eq!(lat[1]["subject_ids"], json!([]));
+    assert_eq!(lat[2]["subject_ids"], json!(["GTO-1"]));
+    assert_eq!(lat[2]["justification"], justification());
 }
 
 async fn a_subject_passing_through_the_scene_between_fixes_60_s_apart_matches_as_interpolated(
@@ -630,9 +640,7 @@ async fn a_query_fails_closed_when_its_audit_entry_cannot_be_written(backend: Ba
     // A head hash that cannot be chained from makes every append fail. The head is read
     // back rather than taken from the answer: the retention job's start-up entry may land
     // after the query.
-    w.app
-        .sql("UPDATE audit SET hash = 'not a hash' WHERE id = (SELECT max(id) FROM audit)")
-        .await;
+    w.app.sql(common::break_audit_head(backend)).await;
     let id = w.audit("").await[0]["id"].as_i64().unwrap();
     let (s, v) = w
         .app

@@ -213,19 +213,15 @@ async fn location_at_time_query(
     let at = parse_time("at", &body.at)?;
     let cfg = query_config(&state)?;
 
-    let mut tx = state.store.begin_lawful().await?;
-    let subject_pk = tx.subject_pk(subject_id.as_str()).await?;
-    let (estimate, devices) = match subject_pk {
-        Some(pk) => {
-            let rows = tx.at_time_fixes(pk, at, cfg.max_gap_us()).await?;
-            let fixes: Vec<QFix> = rows.iter().filter_map(FixRow::qfix).collect();
-            let est = location_at_time(&fixes, at, &cfg);
-            let pks: Vec<i64> = [est.before, est.after]
-                .iter()
-                .flatten()
-                .map(|f| f.device)
-                .collect();
-            (Some(est), tx.device_ids(&pks).await?)
+    let mut tx = state.store.begin_lawful_lookups().await?;
+    let read = tx
+        .at_time(subject_id.as_str(), at, cfg.max_gap_us())
+        .await?;
+    let subject_found = read.is_some();
+    let (estimate, devices) = match read {
+        Some(read) => {
+            let fixes: Vec<QFix> = read.fixes.iter().filter_map(FixRow::qfix).collect();
+            (Some(location_at_time(&fixes, at, &cfg)), read.devices)
         }
         None => (None, HashMap::new()),
     };
@@ -237,7 +233,7 @@ async fn location_at_time_query(
         .append_audit(draft(
             &caller,
             "query.location_at_time",
-            json!({"subject_id": subject_id.as_str(), "at": time::rfc3339(at), "found": subject_pk.is_some()}),
+            json!({"subject_id": subject_id.as_str(), "at": time::rfc3339(at), "found": subject_found}),
             Some(justification),
             if disclosed {
                 vec![subject_id.to_string()]

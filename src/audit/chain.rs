@@ -114,6 +114,9 @@ pub struct AuditDraft {
 pub enum ChainError {
     #[error("previous hash {found:?} is not 64 lowercase hex digits")]
     BadPrevHash { found: String },
+    /// The store computed entry `id`'s hash itself (PostgreSQL) and got another value.
+    #[error("the store sealed audit entry {id} with a hash other than its content's")]
+    HashDisagrees { id: i64 },
 }
 
 /// Why verification stopped at `first_bad_id`.
@@ -176,6 +179,14 @@ impl AuditDraft {
     /// The canonical content encoding of this entry (see the module doc).
     pub fn canonical(&self) -> Vec<u8> {
         canonical(&self.content())
+    }
+
+    /// The canonical encoding without its id, as the bytes before and after it:
+    /// `canonical = before ‖ i64(id) ‖ after`. A store that assigns the id and computes
+    /// the hash in one statement, where the head it appends to is known only to the
+    /// database, seals with these (see `store/postgres_lawful.rs`).
+    pub fn canonical_around_id(&self) -> (Vec<u8>, Vec<u8>) {
+        (canonical_before_id(), canonical_after_id(&self.content()))
     }
 }
 
@@ -315,9 +326,20 @@ fn chain_hash(prev_hash: &str, content: &Content<'_>) -> Result<String, ChainErr
 }
 
 fn canonical(c: &Content<'_>) -> Vec<u8> {
+    let mut out = canonical_before_id();
+    put_i64(&mut out, c.id);
+    out.extend_from_slice(&canonical_after_id(c));
+    out
+}
+
+fn canonical_before_id() -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     put_str(&mut out, ENCODING_TAG);
-    put_i64(&mut out, c.id);
+    out
+}
+
+fn canonical_after_id(c: &Content<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
     put_i64(&mut out, c.at_us);
     put_i64(&mut out, c.actor);
     put_str(&mut out, c.actor_name);
@@ -480,6 +502,19 @@ mod tests {
         h.update(draft(1).canonical());
         assert_eq!(c[0].hash, hex::encode(h.finalize()));
         assert_eq!(c[0].canonical(), draft(1).canonical());
+    }
+
+    #[test]
+    fn the_encoding_around_the_id_is_the_encoding_with_the_id_cut_out() {
+        let d = draft(7);
+        let (before, after) = d.canonical_around_id();
+        let mut joined = before;
+        joined.extend_from_slice(&7i64.to_be_bytes());
+        joined.extend_from_slice(&after);
+        assert_eq!(joined, d.canonical());
+        // the id is not in either part: another id gives the same parts
+        let other = AuditDraft { id: 8, ..d.clone() };
+        assert_eq!(other.canonical_around_id(), d.canonical_around_id());
     }
 
     #[test]

@@ -6,9 +6,9 @@
 //! are one transaction, so an answer never leaves without its entry, and an entry that
 //! cannot be written fails the read (fail closed). On SQLite the transaction starts with
 //! `BEGIN IMMEDIATE` (it will write the entry, and a deferred read transaction could not
-//! upgrade once ingest has committed in between); on PostgreSQL the append takes a
-//! transaction-scoped advisory lock, which serialises appenders so that the entry's id is
-//! the head's id + 1 (see [`crate::audit::chain`]).
+//! upgrade once ingest has committed in between); on PostgreSQL the append locks the
+//! chain's head row (`audit_head`, held to commit), which serialises appenders so that the
+//! entry's id is the head's id + 1 (see [`crate::audit::chain`]).
 //!
 //! ## The crime-scene index
 //! The fine part holds every positioned fix's H3 res-9 cell: on PostgreSQL the
@@ -303,6 +303,16 @@ impl SceneRow {
     }
 }
 
+/// What [`LawfulTx::at_time`] reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AtTimeRead {
+    pub subject_pk: i64,
+    /// Positioned fixes, by device and time, no key twice.
+    pub fixes: Vec<FixRow>,
+    /// External ids of the devices of `fixes`.
+    pub devices: HashMap<i64, String>,
+}
+
 /// An audited read in progress: reads and the audit append share one transaction. Drop it
 /// without [`LawfulTx::commit`] and nothing is written.
 pub enum LawfulTx {
@@ -331,26 +341,48 @@ impl LawfulTx {
         tx_dispatch!(self, subject_pk(id))
     }
 
-    /// A subject's positioned fixes for location-at-time: every fix attributed to it in
-    /// `[at − gap, at + gap]` on any device it has worn, plus, per device, the nearest one
-    /// before and after that window. Unordered, duplicates removed.
-    pub async fn at_time_fixes(
+    /// What location-at-time reads for subject `subject_id` (`None`: no such subject): its
+    /// store key; its positioned fixes, every one attributed to it in `[at − gap, at + gap]`
+    /// on any device it has worn plus, per device, the nearest one before and after that
+    /// window, ordered by device and time; and those devices' external ids. On PostgreSQL
+    /// this is one statement.
+    pub async fn at_time(
         &mut self,
-        subject_pk: i64,
+        subject_id: &str,
         at: Micros,
         gap_us: i64,
-    ) -> Result<Vec<FixRow>> {
-        let mut rows: Vec<FixRow> = match self {
+    ) -> Result<Option<AtTimeRead>> {
+        let read = match self {
             LawfulTx::Sqlite(tx, tail, _) => {
-                super::sqlite_lawful::at_time_fixes(tx, tail, subject_pk, at, gap_us).await
+                let Some(subject_pk) = super::sqlite_lawful::subject_pk(tx, subject_id).await?
+                else {
+                    return Ok(None);
+                };
+                let fixes =
+                    super::sqlite_lawful::at_time_fixes(tx, tail, subject_pk, at, gap_us).await?;
+                let mut pks: Vec<i64> = fixes.iter().map(|f| f.device_pk).collect();
+                pks.sort_unstable();
+                pks.dedup();
+                let devices = if pks.is_empty() {
+                    HashMap::new()
+                } else {
+                    super::sqlite_lawful::device_ids(tx, &pks).await?
+                };
+                Some(AtTimeRead {
+                    subject_pk,
+                    fixes,
+                    devices,
+                })
             }
             LawfulTx::Postgres(tx) => {
-                super::postgres_lawful::at_time_fixes(tx, subject_pk, at, gap_us).await
+                super::postgres_lawful::at_time(tx, subject_id, at, gap_us).await?
             }
-        }?;
-        rows.sort_by_key(|r| (r.device_pk, r.ts));
-        rows.dedup_by_key(|r| (r.device_pk, r.ts));
-        Ok(rows)
+        };
+        Ok(read.map(|mut r| {
+            r.fixes.sort_by_key(|f| (f.device_pk, f.ts));
+            r.fixes.dedup_by_key(|f| (f.device_pk, f.ts));
+            r
+        }))
     }
 
     /// The tracks that came within `scene`'s radius during its window (SPEC §4), read
@@ -457,6 +489,22 @@ impl Store {
                 )
             }
             Store::Postgres(s) => LawfulTx::Postgres(s.pool().begin().await?),
+        })
+    }
+
+    /// Starts an audited read made of key lookups, such as location-at-time's. On
+    /// PostgreSQL its statements run with generic plans (`plan_cache_mode`, set in the
+    /// round trip that begins the transaction): planning such a statement afresh for each
+    /// call's values took several times as long as running it (see
+    /// [`super::postgres_lawful`]'s `at_time`). On SQLite it is [`Store::begin_lawful`].
+    pub async fn begin_lawful_lookups(&self) -> Result<LawfulTx> {
+        Ok(match self {
+            Store::Sqlite(_) => self.begin_lawful().await?,
+            Store::Postgres(s) => LawfulTx::Postgres(
+                s.pool()
+                    .begin_with("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan")
+                    .await?,
+            ),
         })
     }
 

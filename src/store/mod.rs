@@ -19,7 +19,7 @@ use crate::model::Micros;
 pub use compliance::{
     AbsenceRow, AlertEventRow, AlertFields, AlertFilter, AlertRow, NewZone, ZoneRow,
 };
-pub use lawful::{AuditFilter, LawfulTx, PurgeCounts, SEGMENT_INDEX_MAX_GAP_US};
+pub use lawful::{AtTimeRead, AuditFilter, LawfulTx, PurgeCounts, SEGMENT_INDEX_MAX_GAP_US};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

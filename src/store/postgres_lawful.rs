@@ -9,17 +9,14 @@ use sqlx::{PgConnection, Row};
 
 use super::lawful::{
     batch_ranges, island_rows_near, long_segments, merge_intervals, new_points, stored_json,
-    stored_subject_ids, AuditFilter, Pt, PurgeCounts, SceneLookup, SceneRow, VERIFY_PAGE,
+    stored_subject_ids, AtTimeRead, AuditFilter, Pt, PurgeCounts, SceneLookup, SceneRow,
+    VERIFY_PAGE,
 };
 use super::postgres::{fix, FIX_SELECT};
 use super::postgres_newest::Newest;
 use super::{FixRow, PgStore, Result};
-use crate::audit::chain::{seal, AuditDraft, AuditRecord, Verifier, VerifyReport, GENESIS_HASH};
+use crate::audit::chain::{seal, AuditDraft, AuditRecord, ChainError, Verifier, VerifyReport};
 use crate::model::Micros;
-
-/// Key of the transaction-scoped advisory lock that serialises audit appends ("tagwatch"
-/// in ASCII, 0x7461677761746368, as a signed 64-bit value).
-const AUDIT_LOCK_KEY: i64 = 0x7461_6777_6174_6368;
 
 fn audit_record(r: &PgRow) -> std::result::Result<AuditRecord, sqlx::Error> {
     let justification: Option<String> = r.try_get("justification")?;
@@ -158,40 +155,60 @@ pub(super) async fn subject_pk(conn: &mut PgConnection, id: &str) -> Result<Opti
         .await?)
 }
 
-pub(super) async fn at_time_fixes(
+/// [`LawfulTx::at_time`](super::LawfulTx::at_time) on PostgreSQL: the subject, its
+/// devices, their fixes around `at` and their ids in one statement. Run in a transaction
+/// from [`Store::begin_lawful_lookups`](super::Store::begin_lawful_lookups): its plan is
+/// the same for any values (key seeks on the subject and on each device), and planning it
+/// afresh for each call's values, as PostgreSQL otherwise does for a statement whose
+/// generic plan never looks cheaper, cost ~0.5 ms against ~0.1 ms of execution (10 M fixes).
+pub(super) async fn at_time(
     conn: &mut PgConnection,
-    subject_pk: i64,
+    subject_id: &str,
     at: Micros,
     gap_us: i64,
-) -> Result<Vec<FixRow>> {
-    // Planned once, not per call. For a prepared statement PostgreSQL plans afresh with each
-    // call's values until a plan for any values looks as cheap; this one never does (its
-    // estimate for "this device's fixes in this range" is wider than any one call's), so
-    // every call paid ~0.5 ms of planning for ~0.1 ms of execution (10 M fixes). The plan
-    // for any values is the same plan: key seeks on the device. `SET LOCAL` lasts to the end
-    // of the audited transaction, whose other statements are key lookups and the audit
-    // append.
-    sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan")
-        .execute(&mut *conn)
-        .await?;
+) -> Result<Option<AtTimeRead>> {
     let rows = sqlx::query(&format!(
-        "WITH d AS (SELECT DISTINCT device_pk::int4 AS pk FROM device_assignments WHERE subject_pk = $1) \
-         SELECT {FIX_SELECT} FROM fixes \
-         WHERE device_pk IN (SELECT pk FROM d) \
-           AND ts BETWEEN $2 AND $3 AND subject_pk = $1 AND lat_e7 IS NOT NULL \
-         UNION ALL \
-         SELECT {FIX_SELECT} FROM d CROSS JOIN LATERAL (SELECT * FROM fixes g WHERE g.device_pk = d.pk \
-             AND g.ts < $2 AND g.subject_pk = $1 AND g.lat_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1) f \
-         UNION ALL \
-         SELECT {FIX_SELECT} FROM d CROSS JOIN LATERAL (SELECT * FROM fixes g WHERE g.device_pk = d.pk \
-             AND g.ts > $3 AND g.subject_pk = $1 AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1) f"
+        "WITH s AS (SELECT pk FROM subjects WHERE id = $1), \
+         d AS (SELECT DISTINCT device_pk::int4 AS pk FROM device_assignments \
+               WHERE subject_pk = (SELECT pk FROM s)), \
+         near AS ( \
+             SELECT {FIX_SELECT} FROM fixes \
+             WHERE device_pk IN (SELECT pk FROM d) AND ts BETWEEN $2 AND $3 \
+               AND subject_pk = (SELECT pk FROM s) AND lat_e7 IS NOT NULL \
+             UNION ALL \
+             SELECT {FIX_SELECT} FROM d CROSS JOIN LATERAL (SELECT * FROM fixes g \
+                 WHERE g.device_pk = d.pk AND g.ts < $2 AND g.subject_pk = (SELECT pk FROM s) \
+                   AND g.lat_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1) f \
+             UNION ALL \
+             SELECT {FIX_SELECT} FROM d CROSS JOIN LATERAL (SELECT * FROM fixes g \
+                 WHERE g.device_pk = d.pk AND g.ts > $3 AND g.subject_pk = (SELECT pk FROM s) \
+                   AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1) f) \
+         SELECT s.pk AS subject, near.*, v.id AS device_id \
+         FROM s LEFT JOIN near ON true LEFT JOIN devices v ON v.pk = near.device_pk"
     ))
-    .bind(subject_pk)
+    .bind(subject_id)
     .bind(at.saturating_sub(gap_us))
     .bind(at.saturating_add(gap_us))
     .fetch_all(conn)
     .await?;
-    fixes(&rows)
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut read = AtTimeRead {
+        subject_pk: first.try_get("subject")?,
+        fixes: Vec::with_capacity(rows.len()),
+        devices: HashMap::new(),
+    };
+    for r in &rows {
+        // (one row of NULLs when the subject has no such fix)
+        if r.try_get::<Option<i64>, _>("device_pk")?.is_none() {
+            continue;
+        }
+        let f = fix(r)?;
+        read.devices.insert(f.device_pk, r.try_get("device_id")?);
+        read.fixes.push(f);
+    }
+    Ok(Some(read))
 }
 
 /// The scene lookup on PostgreSQL: the steps of [`super::lawful`]'s module doc in two
@@ -297,43 +314,47 @@ pub(super) async fn subject_ids(
     Ok(rows.into_iter().collect())
 }
 
-/// Appends in the caller's transaction. The advisory lock (released at commit or
-/// rollback) serialises appenders; under READ COMMITTED the head read after taking it sees
-/// every earlier appender's committed entry.
+/// Appends in the caller's transaction, in one statement: the update of the chain's head
+/// row (migration postgres/0007) takes that row's lock, which serialises appenders (held to
+/// commit or rollback), assigns the id and computes the hash from the canonical encoding
+/// around the id; the insert takes both from the updated row. An update that waited for
+/// another appender's lock works on the row that appender committed (READ COMMITTED
+/// re-evaluates a waited-for row), so it always chains onto the newest entry. The hash is
+/// computed again here and the entry refused when the two disagree.
 pub(super) async fn append_audit(
     conn: &mut PgConnection,
     mut draft: AuditDraft,
 ) -> Result<AuditRecord> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(AUDIT_LOCK_KEY)
-        .execute(&mut *conn)
-        .await?;
-    let head: Option<(i64, String)> =
-        sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await?;
-    let (id, prev) = head.map_or((1, GENESIS_HASH.to_owned()), |(id, h)| (id + 1, h));
+    let (before_id, after_id) = draft.canonical_around_id();
+    let (id, prev, hash): (i64, String, String) = sqlx::query_as(
+        "WITH h AS ( \
+             UPDATE audit_head SET entry = entry + 1, prev_hash = hash, \
+                 hash = encode(sha256(decode(hash, 'hex') || $1::bytea || int8send(entry + 1) \
+                                      || $2::bytea), 'hex') \
+             WHERE id = 1 RETURNING entry, prev_hash, hash) \
+         INSERT INTO audit (id, at, actor, actor_name, role, action, parameters, justification, \
+             subject_ids, result_count, prev_hash, hash) \
+         SELECT h.entry, $3, $4, $5, $6, $7, $8, $9, $10, $11, h.prev_hash, h.hash FROM h \
+         RETURNING id, prev_hash, hash",
+    )
+    .bind(before_id)
+    .bind(after_id)
+    .bind(draft.at_us)
+    .bind(draft.actor)
+    .bind(&draft.actor_name)
+    .bind(&draft.role)
+    .bind(&draft.action)
+    .bind(draft.parameters.to_string())
+    .bind(draft.justification.as_ref().map(|j| j.to_string()))
+    .bind(serde_json::to_string(&draft.subject_ids).unwrap_or_else(|_| "[]".to_owned()))
+    .bind(draft.result_count)
+    .fetch_one(&mut *conn)
+    .await?;
     draft.id = id;
     let rec = seal(&prev, draft).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-    sqlx::query(
-        "INSERT INTO audit (id, at, actor, actor_name, role, action, parameters, justification, \
-         subject_ids, result_count, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(rec.id)
-    .bind(rec.at_us)
-    .bind(rec.actor)
-    .bind(&rec.actor_name)
-    .bind(&rec.role)
-    .bind(&rec.action)
-    .bind(rec.parameters.to_string())
-    .bind(rec.justification.as_ref().map(|j| j.to_string()))
-    .bind(serde_json::to_string(&rec.subject_ids).unwrap_or_else(|_| "[]".to_owned()))
-    .bind(rec.result_count)
-    .bind(&rec.prev_hash)
-    .bind(&rec.hash)
-    .execute(&mut *conn)
-    .await?;
+    if rec.hash != hash {
+        return Err(sqlx::Error::Decode(Box::new(ChainError::HashDisagrees { id })).into());
+    }
     Ok(rec)
 }
 

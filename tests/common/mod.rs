@@ -279,6 +279,18 @@ pub fn ago(secs_ago: i64) -> String {
     (chrono::Utc::now() - chrono::Duration::seconds(secs_ago)).to_rfc3339()
 }
 
+/// A statement that leaves the audit chain's head with a hash nothing can be chained
+/// from, so every append fails: on SQLite the newest entry's, which appends read; on
+/// PostgreSQL the head row's (migration postgres/0007), which appends update.
+pub fn break_audit_head(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => {
+            "UPDATE audit SET hash = 'not a hash' WHERE id = (SELECT max(id) FROM audit)"
+        }
+        Backend::Postgres => "UPDATE audit_head SET hash = 'not a hash'",
+    }
+}
+
 /// A ping at `ts` near central London.
 pub fn ping(device: &str, ts: &str, lat: f64, lon: f64) -> Value {
     json!({"device_id": device, "ts": ts, "lat": lat, "lon": lon, "accuracy_m": 8.0})
