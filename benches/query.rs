@@ -287,8 +287,7 @@ async fn crime_scene(
     phases.lap("maths", &mut t);
     let devices: Vec<i64> = matches.iter().map(|m| m.device).collect();
     let subjects: Vec<i64> = matches.iter().map(|m| m.subject).collect();
-    tx.device_ids(&devices).await.unwrap();
-    tx.subject_ids(&subjects).await.unwrap();
+    tx.external_ids(&devices, &subjects).await.unwrap();
     phases.lap("ids", &mut t);
     let mut d = draft("query.crime_scene");
     d.result_count = matches.len() as i64;

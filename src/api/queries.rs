@@ -382,8 +382,7 @@ async fn run_scene(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let devices = tx.device_ids(&device_pks).await?;
-    let subjects = tx.subject_ids(&subject_pks).await?;
+    let (devices, subjects) = tx.external_ids(&device_pks, &subject_pks).await?;
     Ok(matches
         .into_iter()
         .map(|m| SceneMatchOut {

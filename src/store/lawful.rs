@@ -345,7 +345,7 @@ impl LawfulTx {
     /// store key; its positioned fixes, every one attributed to it in `[at − gap, at + gap]`
     /// on any device it has worn plus, per device, the nearest one before and after that
     /// window, ordered by device and time; and those devices' external ids. On PostgreSQL
-    /// this is one statement.
+    /// this is one statement; on SQLite one pass on the connection's handle.
     pub async fn at_time(
         &mut self,
         subject_id: &str,
@@ -354,25 +354,7 @@ impl LawfulTx {
     ) -> Result<Option<AtTimeRead>> {
         let read = match self {
             LawfulTx::Sqlite(tx, tail, _) => {
-                let Some(subject_pk) = super::sqlite_lawful::subject_pk(tx, subject_id).await?
-                else {
-                    return Ok(None);
-                };
-                let fixes =
-                    super::sqlite_lawful::at_time_fixes(tx, tail, subject_pk, at, gap_us).await?;
-                let mut pks: Vec<i64> = fixes.iter().map(|f| f.device_pk).collect();
-                pks.sort_unstable();
-                pks.dedup();
-                let devices = if pks.is_empty() {
-                    HashMap::new()
-                } else {
-                    super::sqlite_lawful::device_ids(tx, &pks).await?
-                };
-                Some(AtTimeRead {
-                    subject_pk,
-                    fixes,
-                    devices,
-                })
+                super::sqlite_lawful::at_time(tx, tail, subject_id, at, gap_us).await?
             }
             LawfulTx::Postgres(tx) => {
                 super::postgres_lawful::at_time(tx, subject_id, at, gap_us).await?
@@ -460,6 +442,24 @@ impl LawfulTx {
             return Ok(HashMap::new());
         }
         tx_dispatch!(self, subject_ids(pks))
+    }
+
+    /// External ids of devices and of subjects by store key: [`LawfulTx::device_ids`] and
+    /// [`LawfulTx::subject_ids`] together, in one read on PostgreSQL.
+    pub async fn external_ids(
+        &mut self,
+        device_pks: &[i64],
+        subject_pks: &[i64],
+    ) -> Result<(HashMap<i64, String>, HashMap<i64, String>)> {
+        match self {
+            LawfulTx::Postgres(tx) if !(device_pks.is_empty() && subject_pks.is_empty()) => {
+                super::postgres_lawful::external_ids(tx, device_pks, subject_pks).await
+            }
+            _ => Ok((
+                self.device_ids(device_pks).await?,
+                self.subject_ids(subject_pks).await?,
+            )),
+        }
     }
 
     /// Seals `draft` onto the chain (its `id` is replaced by the head's + 1) and inserts it.

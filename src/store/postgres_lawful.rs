@@ -314,6 +314,32 @@ pub(super) async fn subject_ids(
     Ok(rows.into_iter().collect())
 }
 
+/// [`LawfulTx::external_ids`](super::LawfulTx::external_ids) on PostgreSQL: one read.
+pub(super) async fn external_ids(
+    conn: &mut PgConnection,
+    device_pks: &[i64],
+    subject_pks: &[i64],
+) -> Result<(HashMap<i64, String>, HashMap<i64, String>)> {
+    let rows: Vec<(bool, i64, String)> = sqlx::query_as(
+        "SELECT false, pk, id FROM devices WHERE pk = ANY($1) \
+         UNION ALL SELECT true, pk, id FROM subjects WHERE pk = ANY($2)",
+    )
+    .bind(device_pks)
+    .bind(subject_pks)
+    .fetch_all(conn)
+    .await?;
+    let (mut devices, mut subjects) = (HashMap::new(), HashMap::new());
+    for (is_subject, pk, id) in rows {
+        if is_subject {
+            &mut subjects
+        } else {
+            &mut devices
+        }
+        .insert(pk, id);
+    }
+    Ok((devices, subjects))
+}
+
 /// Appends in the caller's transaction, in one statement: the update of the chain's head
 /// row (migration postgres/0007) takes that row's lock, which serialises appenders (held to
 /// commit or rollback), assigns the id and computes the hash from the canonical encoding

@@ -20,7 +20,8 @@ use sqlx::{Row, SqliteConnection};
 
 use super::lawful::{
     batch_ranges, island_rows_near, long_segments, merge_intervals, new_points, stored_json,
-    stored_subject_ids, AuditFilter, Pt, PurgeCounts, SceneLookup, SceneRow, VERIFY_PAGE,
+    stored_subject_ids, AtTimeRead, AuditFilter, Pt, PurgeCounts, SceneLookup, SceneRow,
+    VERIFY_PAGE,
 };
 use super::sqlite::{fix, CELL_MINUTE_US, FIX_COLUMNS};
 use super::sqlite_tail::Tail;
@@ -123,32 +124,35 @@ pub(super) async fn subject_pk(conn: &mut SqliteConnection, id: &str) -> Result<
         .await?)
 }
 
+/// The devices a subject (`?1`) has worn.
+const WORN_DEVICES: &str = "SELECT device_pk FROM device_assignments WHERE subject_pk = ?1";
+
+/// External ids of the devices whose keys are in the JSON list `?1`.
+const DEVICE_IDS: &str = "SELECT pk, id FROM devices WHERE pk IN (SELECT value FROM json_each(?1))";
+
 /// The devices a subject has worn.
 async fn worn_devices(conn: &mut SqliteConnection, subject_pk: i64) -> Result<Vec<i64>> {
-    Ok(
-        sqlx::query_scalar("SELECT device_pk FROM device_assignments WHERE subject_pk = ?")
-            .bind(subject_pk)
-            .fetch_all(conn)
-            .await?,
-    )
+    Ok(sqlx::query_scalar(WORN_DEVICES)
+        .bind(subject_pk)
+        .fetch_all(conn)
+        .await?)
 }
 
-pub(super) async fn at_time_fixes(
+/// [`LawfulTx::at_time`](super::LawfulTx::at_time) on SQLite: the subject, its fixes
+/// around `at` (the tail's first, then the table's: see [`super::sqlite_tail`]'s module
+/// doc; a key seen twice is dropped by the caller, and an extra, farther neighbour changes
+/// no nearest one) and their devices' ids, in one pass on the handle ([`on_handle`]):
+/// through sqlx each of the four statements cost a hop to its worker thread and back.
+pub(super) async fn at_time(
     conn: &mut SqliteConnection,
     tail: &Tail,
-    subject_pk: i64,
+    subject_id: &str,
     at: Micros,
     gap_us: i64,
-) -> Result<Vec<FixRow>> {
+) -> Result<Option<AtTimeRead>> {
+    use rusqlite::OptionalExtension;
     let (lo, hi) = (at.saturating_sub(gap_us), at.saturating_add(gap_us));
-    // the tail first, then the table (see sqlite_tail's module doc); the caller drops a
-    // key seen twice, and an extra, farther neighbour changes no nearest one
-    let mut out = if tail.is_empty() {
-        Vec::new() // (the common case when ingest is quiet: no statement for the devices)
-    } else {
-        tail.at_time(&worn_devices(conn, subject_pk).await?, subject_pk, lo, hi)
-    };
-    let rows = sqlx::query(&format!(
+    let fixes_sql = format!(
         "SELECT {FIX_COLUMNS} FROM fixes \
          WHERE device_pk IN (SELECT device_pk FROM device_assignments WHERE subject_pk = ?1) \
            AND ts BETWEEN ?2 AND ?3 AND subject_pk = ?1 AND lat_e7 IS NOT NULL \
@@ -162,14 +166,69 @@ pub(super) async fn at_time_fixes(
              SELECT a.device_pk, (SELECT g.ts FROM fixes g WHERE g.device_pk = a.device_pk \
                  AND g.ts > ?3 AND g.subject_pk = ?1 AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1) \
              FROM device_assignments a WHERE a.subject_pk = ?1)"
-    ))
-    .bind(subject_pk)
-    .bind(lo)
-    .bind(hi)
-    .fetch_all(conn)
-    .await?;
-    out.extend(fixes(&rows)?);
-    Ok(out)
+    );
+    on_handle(conn, |db| {
+        let subject_pk: Option<i64> = db
+            .prepare_cached("SELECT pk FROM subjects WHERE id = ?1")?
+            .query_row([subject_id], |r| r.get(0))
+            .optional()?;
+        let Some(subject_pk) = subject_pk else {
+            return Ok(None);
+        };
+        let mut fixes = if tail.is_empty() {
+            Vec::new() // (the common case when ingest is quiet: no statement for the devices)
+        } else {
+            let devices = db
+                .prepare_cached(WORN_DEVICES)?
+                .query_map([subject_pk], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
+            tail.at_time(&devices, subject_pk, lo, hi)
+        };
+        let mut st = db.prepare_cached(&fixes_sql)?;
+        for f in st.query_map(rusqlite::params![subject_pk, lo, hi], fix_of_row)? {
+            fixes.push(f?);
+        }
+        let pks: HashSet<i64> = fixes.iter().map(|f| f.device_pk).collect();
+        let devices = if pks.is_empty() {
+            HashMap::new()
+        } else {
+            db.prepare_cached(DEVICE_IDS)?
+                .query_map([json_list(&pks.into_iter().collect::<Vec<_>>())], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        Ok(Some(AtTimeRead {
+            subject_pk,
+            fixes,
+            devices,
+        }))
+    })
+    .await
+}
+
+/// [`fix`] for a row read through rusqlite: the columns of [`FIX_COLUMNS`], in order.
+fn fix_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FixRow> {
+    let real = |i: usize| -> rusqlite::Result<Option<f32>> {
+        Ok(r.get::<_, Option<f64>>(i)?.map(|v| v as f32))
+    };
+    let (lat_e7, lon_e7) = (r.get(3)?, r.get(4)?);
+    Ok(FixRow {
+        device_pk: r.get(0)?,
+        ts: r.get(1)?,
+        subject_pk: r.get(2)?,
+        lat_e7,
+        lon_e7,
+        accuracy_m: real(5)?,
+        source: r.get(6)?,
+        speed_mps: real(7)?,
+        heading_deg: real(8)?,
+        battery_pct: real(9)?,
+        flags: r.get(10)?,
+        received_at: r.get(11)?,
+        // not a column of `fixes` (migration sqlite/0005)
+        cell: FixRow::cell_of(lat_e7, lon_e7),
+    })
 }
 
 /// Runs `read` on `conn`'s own SQLite handle through rusqlite, inside whatever transaction
@@ -371,12 +430,7 @@ pub(super) async fn device_ids(
     conn: &mut SqliteConnection,
     pks: &[i64],
 ) -> Result<HashMap<i64, String>> {
-    ids(
-        conn,
-        "SELECT pk, id FROM devices WHERE pk IN (SELECT value FROM json_each(?1))",
-        pks,
-    )
-    .await
+    ids(conn, DEVICE_IDS, pks).await
 }
 
 pub(super) async fn subject_ids(
