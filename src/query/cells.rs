@@ -102,6 +102,45 @@ pub struct SceneCover {
     pub coarse: Vec<i64>,
 }
 
+/// The disk every fix a scene's fine cover must find lies in: radius `radius_m +
+/// LONG_SEGMENT_M / 2` around the scene's centre, measured in the scene's [`LocalFrame`]
+/// as the cover is, plus twice [`MARGIN_M`] (the cover's slack, and the centimetre of a
+/// stored position's rounding to 10⁻⁷ degrees). The fine cover's hexagons reach well past
+/// it (a 500 m scene: 28 res-9 cells, 2.64 km², for a disk of 1.77 km²), so a store whose
+/// fine index carries positions (PostgreSQL) drops the index hits outside it: a fix outside
+/// is neither within the radius nor the end of a short segment that comes within it (see
+/// the module doc), and long segments are found through their own rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HitDisk {
+    /// The centre in degrees × 10⁷, as positions are stored.
+    pub lat_e7: f64,
+    pub lon_e7: f64,
+    /// Metres per 10⁻⁷ degree of latitude and of longitude at the centre.
+    pub m_per_lat_e7: f64,
+    pub m_per_lon_e7: f64,
+    pub radius_m: f64,
+}
+
+impl HitDisk {
+    pub fn around(center: LatLon, radius_m: f64) -> HitDisk {
+        let (dlat, dlon) = LocalFrame::new(center).degrees_for(1.0);
+        HitDisk {
+            lat_e7: center.lat * 1e7,
+            lon_e7: center.lon * 1e7,
+            m_per_lat_e7: 1e-7 / dlat,
+            m_per_lon_e7: 1e-7 / dlon,
+            radius_m: radius_m + LONG_SEGMENT_M / 2.0 + 2.0 * MARGIN_M,
+        }
+    }
+
+    /// Whether a stored position lies in the disk; the store's statement computes the same.
+    pub fn holds(&self, lat_e7: i32, lon_e7: i32) -> bool {
+        let y = (f64::from(lat_e7) - self.lat_e7) * self.m_per_lat_e7;
+        let x = (f64::from(lon_e7) - self.lon_e7) * self.m_per_lon_e7;
+        x * x + y * y <= self.radius_m * self.radius_m
+    }
+}
+
 fn to_latlng(p: LatLon) -> Result<LatLng, CellError> {
     LatLng::new(p.lat, p.lon).map_err(|_| CellError::InvalidPosition {
         lat: p.lat,
@@ -278,9 +317,11 @@ mod tests {
                 fine: vec![],
                 coarse: vec![],
             });
+            let hits = HitDisk::around(c, r);
             for _ in 0..500 {
                 let p = random_in_disk(&mut rng, c, r + LONG_SEGMENT_M / 2.0);
                 assert!(cover.fine.binary_search(&cell_of(p, FIX_RES)).is_ok());
+                assert!(hits.holds((p.lat * 1e7).round() as i32, (p.lon * 1e7).round() as i32));
                 let p = random_in_disk(&mut rng, c, r);
                 assert!(cover.coarse.binary_search(&cell_of(p, COARSE_RES)).is_ok());
             }
@@ -291,6 +332,11 @@ mod tests {
                 let rim = |rr: f64| f.to_latlon(rr * th.cos(), rr * th.sin());
                 let p = rim(r + LONG_SEGMENT_M / 2.0);
                 assert!(cover.fine.binary_search(&cell_of(p, FIX_RES)).is_ok());
+                let e7 = |deg: f64| (deg * 1e7).round() as i32;
+                assert!(hits.holds(e7(p.lat), e7(p.lon)), "{p:?} outside {hits:?}");
+                // ... and not much beyond it
+                let q = rim(r + LONG_SEGMENT_M / 2.0 + 3.0 * MARGIN_M);
+                assert!(!hits.holds(e7(q.lat), e7(q.lon)), "{q:?} inside {hits:?}");
                 assert!(cover
                     .coarse
                     .binary_search(&cell_of(rim(r), COARSE_RES))

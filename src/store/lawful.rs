@@ -42,7 +42,7 @@ use std::sync::Arc;
 use crate::audit::chain::{AuditDraft, AuditRecord, VerifyReport};
 use crate::geodesy::LatLon;
 use crate::model::Micros;
-use crate::query::cells::{is_long_segment, segment_cells, SceneCover};
+use crate::query::cells::{is_long_segment, segment_cells, HitDisk, SceneCover};
 use crate::query::scene::{scene_matches_sparse, SceneBox, SceneMatch, ScenePoint, SceneQuery};
 use crate::query::{QFix, QueryConfig};
 
@@ -261,6 +261,9 @@ pub(super) struct SceneLookup<'a> {
     pub to: Micros,
     pub gap_us: i64,
     pub bx: SceneBox,
+    /// Where the fine hits can lie (PostgreSQL tests it in its index; SQLite's holds no
+    /// positions).
+    pub hits: HitDisk,
 }
 
 /// One row of a scene statement.
@@ -400,6 +403,7 @@ impl LawfulTx {
             to: scene.to_us,
             gap_us,
             bx: SceneBox::around(scene),
+            hits: HitDisk::around(scene.center, scene.radius_m),
         };
         let rows: Vec<SceneRow> = match self {
             LawfulTx::Sqlite(tx, tail, _) => super::sqlite_lawful::scene_rows(tx, tail, &q).await,

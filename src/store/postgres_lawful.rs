@@ -216,9 +216,12 @@ pub(super) async fn at_time(
 /// here ([`merge_intervals`], [`island_rows_near`]), as on SQLite. One
 /// statement doing all three with window functions spent most of its time sorting and
 /// windowing (on 10 M fixes, ≈5 k hits and ≈8 k loaded fixes: 23 ms at the median, against
-/// the reads' few milliseconds). Both reads are index-only scans: `fixes_cell_ts` for the
-/// hits, and the primary key, which carries the columns read here (migration postgres/0005),
-/// for each island's fixes.
+/// the reads' few milliseconds). Both reads are index-only scans: `fixes_cell_ts_at` for the
+/// hits, which carries the positions so that hits outside the [`HitDisk`] are dropped in
+/// the scan (migration postgres/0008), and the primary key, which carries the columns read
+/// here (migration postgres/0005), for each island's fixes.
+///
+/// [`HitDisk`]: crate::query::cells::HitDisk
 pub(super) async fn scene_rows(
     conn: &mut PgConnection,
     q: &SceneLookup<'_>,
@@ -226,6 +229,7 @@ pub(super) async fn scene_rows(
     let ranges: Vec<(i64, Micros, Micros)> = sqlx::query_as(
         "SELECT device_pk::int8, ts - $3, ts + $3 FROM fixes \
          WHERE cell = ANY($1) AND ts BETWEEN $4 AND $5 \
+           AND ((lat_e7 - $8) * $9) ^ 2 + ((lon_e7 - $10) * $11) ^ 2 <= $12 ^ 2 \
          UNION ALL \
          SELECT device_pk::int8, t0, t1 FROM fix_segments \
          WHERE cell = ANY($2) AND t0 BETWEEN $4 AND $7 AND t1 >= $6",
@@ -237,6 +241,11 @@ pub(super) async fn scene_rows(
     .bind(q.hi)
     .bind(q.from)
     .bind(q.to)
+    .bind(q.hits.lat_e7)
+    .bind(q.hits.m_per_lat_e7)
+    .bind(q.hits.lon_e7)
+    .bind(q.hits.m_per_lon_e7)
+    .bind(q.hits.radius_m)
     .fetch_all(&mut *conn)
     .await?;
     if ranges.is_empty() {
