@@ -3,7 +3,7 @@
 //! tail, already compacted into the table, or split between the two; a fix is a duplicate
 //! wherever its first copy is, across a restart too; and the ingest writer compacts the tail
 //! by itself. The library scenarios run on PostgreSQL as well, where there is no tail and the
-//! same answers are expected.
+//! same answers are expected; location-at-time's are also worked out by hand from the rows.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -133,6 +133,43 @@ async fn reads(store: &Store, wearers: &[(i64, i64)]) -> Reads {
     r
 }
 
+/// Location-at-time as [`reads`] formats it, from the rows themselves: per device, the
+/// subject's positioned fixes within `max_gap` of `at` and the nearest one either side.
+fn at_time_by_hand(rows: &[FixRow], wearers: &[(i64, i64)], i: usize, at: i64) -> String {
+    let cfg = QueryConfig::default();
+    let (lo, hi) = (at - cfg.max_gap_us(), at + cfg.max_gap_us());
+    let mine: Vec<&FixRow> = rows
+        .iter()
+        .filter(|r| r.subject_pk == Some(wearers[i].0) && r.lat_e7.is_some())
+        .collect();
+    let mut picked: Vec<FixRow> = Vec::new();
+    for &(_, device) in wearers {
+        let mut on: Vec<&FixRow> = mine
+            .iter()
+            .copied()
+            .filter(|r| r.device_pk == device)
+            .collect();
+        on.sort_by_key(|r| r.ts);
+        picked.extend(
+            on.iter()
+                .filter(|r| (lo..=hi).contains(&r.ts))
+                .map(|r| (*r).clone()),
+        );
+        picked.extend(on.iter().rev().find(|r| r.ts < lo).map(|r| (*r).clone()));
+        picked.extend(on.iter().find(|r| r.ts > hi).map(|r| (*r).clone()));
+    }
+    picked.sort_by_key(|r| (r.device_pk, r.ts));
+    let fixes: Vec<QFix> = picked.iter().filter_map(FixRow::qfix).collect();
+    let devices: std::collections::BTreeMap<i64, String> = picked
+        .iter()
+        .map(|r| {
+            let j = wearers.iter().position(|w| w.1 == r.device_pk).unwrap();
+            (r.device_pk, format!("D-{j}"))
+        })
+        .collect();
+    format!("{:?} {devices:?}", location_at_time(&fixes, at, &cfg))
+}
+
 async fn reads_agree_wherever_the_fixes_are(backend: Backend) {
     let (url, _guard) = fresh_database(backend).await;
     let store = Store::connect(&url).await.unwrap();
@@ -158,6 +195,14 @@ async fn reads_agree_wherever_the_fixes_are(backend: Backend) {
     store.compact_all().await.unwrap();
     let compacted = reads(&store, &wearers).await;
     assert_eq!(mixed, compacted);
+    let by_hand: Vec<String> = (0..wearers.len())
+        .flat_map(|i| (0..12).map(move |k| (i, T0 + k * 20 * MINUTE_US + 17_000_000)))
+        .map(|(i, at)| at_time_by_hand(&rows, &wearers, i, at))
+        .collect();
+    assert_eq!(
+        mixed.at_time, by_hand,
+        "location-at-time as the rows give it"
+    );
 
     // and the answers are the rows themselves, not merely the same twice
     assert_eq!(mixed.count, rows.len() as i64);
