@@ -226,7 +226,7 @@ impl Tail {
             .map(|(_, (_, r))| (r.ts, r.received_at))
     }
 
-    /// Location-at-time's rows from the tail (see `LawfulTx::at_time_fixes`): per device,
+    /// Location-at-time's rows from the tail (see `LawfulTx::at_time`): per device,
     /// the positioned fixes attributed to `subject_pk` in `[lo, hi]` and the nearest such
     /// fix before and after.
     pub(super) fn at_time(
