@@ -339,11 +339,6 @@ macro_rules! tx_dispatch {
 }
 
 impl LawfulTx {
-    /// The store key of a subject, if it exists.
-    pub async fn subject_pk(&mut self, id: &str) -> Result<Option<i64>> {
-        tx_dispatch!(self, subject_pk(id))
-    }
-
     /// What location-at-time reads for subject `subject_id` (`None`: no such subject): its
     /// store key; its positioned fixes, every one attributed to it in `[at − gap, at + gap]`
     /// on any device it has worn plus, per device, the nearest one before and after that

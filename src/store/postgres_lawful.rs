@@ -148,13 +148,6 @@ async fn neighbours(conn: &mut PgConnection, ranges: &[(i64, i64, i64)]) -> Resu
     .collect())
 }
 
-pub(super) async fn subject_pk(conn: &mut PgConnection, id: &str) -> Result<Option<i64>> {
-    Ok(sqlx::query_scalar("SELECT pk FROM subjects WHERE id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?)
-}
-
 /// [`LawfulTx::at_time`](super::LawfulTx::at_time) on PostgreSQL: the subject, its
 /// devices, their fixes around `at` and their ids in one statement. Run in a transaction
 /// from [`Store::begin_lawful_lookups`](super::Store::begin_lawful_lookups): its plan is

@@ -117,13 +117,6 @@ pub(super) fn index_segments(
     Ok(())
 }
 
-pub(super) async fn subject_pk(conn: &mut SqliteConnection, id: &str) -> Result<Option<i64>> {
-    Ok(sqlx::query_scalar("SELECT pk FROM subjects WHERE id = ?")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?)
-}
-
 /// The devices a subject (`?1`) has worn.
 const WORN_DEVICES: &str = "SELECT device_pk FROM device_assignments WHERE subject_pk = ?1";
 
