@@ -1,7 +1,8 @@
 //! The audited transaction as the stores run it: concurrent appenders to the audit chain
 //! (on PostgreSQL, two servers) form one unbroken chain; on PostgreSQL an entry appended
 //! the way builds before migration postgres/0007 did (advisory lock, head read from
-//! `audit`) is chained onto like any other, and a transaction of key lookups plans its
+//! `audit`) is chained onto like any other, verification finds entries deleted from the
+//! chain's end through the recorded head, and a transaction of key lookups plans its
 //! statements once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -10,7 +11,7 @@ mod common;
 
 use common::{fresh_database, Backend};
 use serde_json::json;
-use tagwatch::audit::chain::{seal, AuditDraft, AuditRecord};
+use tagwatch::audit::chain::{seal, AuditDraft, AuditRecord, ChainBreak};
 use tagwatch::store::{AuditFilter, LawfulTx, Store};
 
 fn draft(task: u64, n: u64) -> AuditDraft {
@@ -175,4 +176,47 @@ async fn plan_cache_mode(tx: LawfulTx) -> String {
         .unwrap();
     tx.commit().await.unwrap();
     mode
+}
+
+/// On PostgreSQL `audit_head` records the newest entry, so verification sees what the links
+/// alone cannot: entries deleted from the end. Verifying while others append raises nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_verify_finds_entries_deleted_from_the_end_and_not_a_concurrent_append() {
+    let (url, _guard) = fresh_database(Backend::Postgres).await;
+    let store = Store::connect(&url).await.unwrap();
+    let appender = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for n in 0..60 {
+                store.append_audit(draft(0, n)).await.unwrap();
+            }
+        })
+    };
+    let mut checked = 0;
+    while !appender.is_finished() {
+        let report = store.verify_audit().await.unwrap();
+        assert!(report.ok, "during appends: {report:?}");
+        checked += 1;
+    }
+    appender.await.unwrap();
+    assert!(checked > 0);
+    let report = store.verify_audit().await.unwrap();
+    assert!(report.ok && report.entries == 60, "{report:?}");
+    let newest = all_entries(&store).await.pop().unwrap();
+
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query("DELETE FROM audit WHERE id >= 59")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let report = store.verify_audit().await.unwrap();
+    assert!(!report.ok, "{report:?}");
+    assert_eq!(report.first_bad_id, Some(59));
+    assert_eq!(
+        report.problem,
+        Some(ChainBreak::RecordedHeadMissing {
+            id: 60,
+            hash: newest.hash
+        })
+    );
 }

@@ -129,6 +129,11 @@ pub enum ChainBreak {
     PrevHashMismatch,
     /// The entry's `hash` does not match its content.
     HashMismatch,
+    /// The store recorded this entry, with hash `hash`, as the chain's head when it was
+    /// appended (PostgreSQL's `audit_head`), and the chain does not hold it: entries were
+    /// deleted from the end (the break is at the first id missing), or the entry was
+    /// re-sealed or the recorded head altered (the break is at the entry).
+    RecordedHeadMissing { id: i64, hash: String },
 }
 
 /// The answer of `GET /v1/audit/verify` / `tagwatch audit verify`.
@@ -249,6 +254,8 @@ pub struct Verifier {
     next_id: i64,
     head_hash: String,
     broken: Option<(i64, ChainBreak)>,
+    /// A head the store recorded before the walk, and whether the walk has met it.
+    recorded: Option<(i64, String, bool)>,
 }
 
 impl Default for Verifier {
@@ -264,6 +271,18 @@ impl Verifier {
             next_id: 1,
             head_hash: GENESIS_HASH.to_owned(),
             broken: None,
+            recorded: None,
+        }
+    }
+
+    /// Verification that also requires the chain to hold entry `id` with hash `hash`: a
+    /// head the store recorded, read before the walk starts (entries appended during the
+    /// walk come after it). Catches what the links alone cannot: entries deleted from the
+    /// end of the chain. `id` 0, an empty chain's head, requires nothing.
+    pub fn expecting_head(id: i64, hash: &str) -> Self {
+        Self {
+            recorded: (id > 0).then(|| (id, hash.to_owned(), false)),
+            ..Self::new()
         }
     }
 
@@ -290,17 +309,42 @@ impl Verifier {
             None => {
                 self.next_id = r.id.saturating_add(1);
                 self.head_hash.clone_from(&r.hash);
+                if let Some((id, hash, met)) = &mut self.recorded {
+                    if *id == r.id {
+                        *met = true;
+                        if *hash != r.hash {
+                            self.broken = Some((
+                                r.id,
+                                ChainBreak::RecordedHeadMissing {
+                                    id: *id,
+                                    hash: hash.clone(),
+                                },
+                            ));
+                        }
+                    }
+                }
             }
         }
     }
 
     pub fn report(&self) -> VerifyReport {
+        let missing_head = match &self.recorded {
+            Some((id, hash, false)) => Some((
+                self.next_id,
+                ChainBreak::RecordedHeadMissing {
+                    id: *id,
+                    hash: hash.clone(),
+                },
+            )),
+            _ => None,
+        };
+        let broken = self.broken.clone().or(missing_head);
         VerifyReport {
-            ok: self.broken.is_none(),
+            ok: broken.is_none(),
             entries: self.entries,
             head_hash: self.head_hash.clone(),
-            first_bad_id: self.broken.as_ref().map(|b| b.0),
-            problem: self.broken.as_ref().map(|b| b.1.clone()),
+            first_bad_id: broken.as_ref().map(|b| b.0),
+            problem: broken.map(|b| b.1),
         }
     }
 }
@@ -502,6 +546,58 @@ mod tests {
         h.update(draft(1).canonical());
         assert_eq!(c[0].hash, hex::encode(h.finalize()));
         assert_eq!(c[0].canonical(), draft(1).canonical());
+    }
+
+    fn verify_expecting(records: &[AuditRecord], id: i64, hash: &str) -> VerifyReport {
+        let mut v = Verifier::expecting_head(id, hash);
+        for r in records {
+            v.push(r);
+        }
+        v.report()
+    }
+
+    #[test]
+    fn a_recorded_head_the_chain_holds_verifies_and_later_entries_do_not_matter() {
+        let c = chain(5);
+        assert!(verify_expecting(&c, 5, &c[4].hash).ok);
+        // appended after the head was read
+        assert!(verify_expecting(&c, 3, &c[2].hash).ok);
+        assert!(verify_expecting(&[], 0, GENESIS_HASH).ok);
+    }
+
+    #[test]
+    fn entries_deleted_from_the_end_break_at_the_first_missing_id() {
+        let c = chain(5);
+        let r = verify_expecting(&c[..3], 5, &c[4].hash);
+        assert!(!r.ok);
+        assert_eq!(r.first_bad_id, Some(4));
+        assert_eq!(
+            r.problem,
+            Some(ChainBreak::RecordedHeadMissing {
+                id: 5,
+                hash: c[4].hash.clone()
+            })
+        );
+        // without the recorded head the shorter chain is intact
+        assert!(verify(&c[..3]).ok);
+        // a chain deleted whole
+        assert_eq!(verify_expecting(&[], 5, &c[4].hash).first_bad_id, Some(1));
+    }
+
+    #[test]
+    fn a_resealed_head_entry_breaks_at_itself_and_an_earlier_break_comes_first() {
+        let mut c = chain(5);
+        let mut d = draft(5);
+        d.result_count = 99;
+        c[4] = seal(&c[3].hash, d).unwrap();
+        let r = verify_expecting(&c, 5, &chain(5)[4].hash);
+        assert_eq!(r.first_bad_id, Some(5));
+        c[1].result_count = 7;
+        let r = verify_expecting(&c, 5, &chain(5)[4].hash);
+        assert_eq!(
+            (r.first_bad_id, r.problem),
+            (Some(2), Some(ChainBreak::HashMismatch))
+        );
     }
 
     #[test]

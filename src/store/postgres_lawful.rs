@@ -408,8 +408,15 @@ impl PgStore {
             .collect::<std::result::Result<_, _>>()?)
     }
 
+    /// Walks the chain in pages, requiring it to hold the head `audit_head` recorded when
+    /// the walk began ([`Verifier::expecting_head`]): entries deleted from the end show.
+    /// A missing head row is an error, as it is for every append.
     pub async fn verify_audit(&self) -> Result<VerifyReport> {
-        let mut v = Verifier::new();
+        let (entry, hash): (i64, String) =
+            sqlx::query_as("SELECT entry, hash FROM audit_head WHERE id = 1")
+                .fetch_one(self.pool())
+                .await?;
+        let mut v = Verifier::expecting_head(entry, &hash);
         let mut after = i64::MIN;
         loop {
             let rows = sqlx::query("SELECT * FROM audit WHERE id > $1 ORDER BY id LIMIT $2")
