@@ -60,7 +60,10 @@
 //! `prev_hash` no longer matches: the tampering is at `first_bad_id` or just before it.
 //! The chain alone cannot reveal a truncated tail or a wholesale rewrite of the chain from
 //! some entry on; publishing the head hash elsewhere from time to time (a signed log line,
-//! the data-protection officer's records) closes that gap.
+//! the data-protection officer's records) closes that gap. A store that records the head
+//! as it appends (PostgreSQL's `audit_head`) verifies with [`Verifier::expecting_head`],
+//! which also stops at an entry the recorded head names but the chain does not hold
+//! (a truncated tail, unless the recorded head was rewritten too).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -302,27 +305,22 @@ impl Verifier {
         } else if chain_hash(&r.prev_hash, &r.content()).ok().as_deref() != Some(r.hash.as_str()) {
             Some(ChainBreak::HashMismatch)
         } else {
-            None
+            match &mut self.recorded {
+                Some((id, hash, met)) if *id == r.id => {
+                    *met = true;
+                    (*hash != r.hash).then(|| ChainBreak::RecordedHeadMissing {
+                        id: *id,
+                        hash: hash.clone(),
+                    })
+                }
+                _ => None,
+            }
         };
         match problem {
             Some(p) => self.broken = Some((r.id, p)),
             None => {
                 self.next_id = r.id.saturating_add(1);
                 self.head_hash.clone_from(&r.hash);
-                if let Some((id, hash, met)) = &mut self.recorded {
-                    if *id == r.id {
-                        *met = true;
-                        if *hash != r.hash {
-                            self.broken = Some((
-                                r.id,
-                                ChainBreak::RecordedHeadMissing {
-                                    id: *id,
-                                    hash: hash.clone(),
-                                },
-                            ));
-                        }
-                    }
-                }
             }
         }
     }
@@ -592,6 +590,7 @@ mod tests {
         c[4] = seal(&c[3].hash, d).unwrap();
         let r = verify_expecting(&c, 5, &chain(5)[4].hash);
         assert_eq!(r.first_bad_id, Some(5));
+        assert_eq!(r.head_hash, c[3].hash, "the intact prefix ends before it");
         c[1].result_count = 7;
         let r = verify_expecting(&c, 5, &chain(5)[4].hash);
         assert_eq!(
