@@ -12,7 +12,7 @@ use sqlx::{Connection, Row};
 
 use std::sync::Arc;
 
-use super::sqlite_lawful::on_handle;
+use super::sqlite_lawful::{on_handle, plan_without_bound_values};
 use super::sqlite_tail::{decode, encode, Chunk, Seen, Tail, CHUNK_ROWS};
 
 use super::{DeviceRow, FixRow, NewSubject, Result, StoreError, SubjectRow, Upkeep, UserRow};
@@ -194,6 +194,13 @@ impl SqliteStore {
             // locks every writer out until it is closed: ingest stayed down after the disk
             // had space again (tests/faults.rs). The ping runs behind the queued rollback; a
             // connection still in a transaction after it is closed, not reused.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    plan_without_bound_values(conn)
+                        .await
+                        .map_err(|e| sqlx::Error::Configuration(Box::new(e)))
+                })
+            })
             .after_release(|conn, _| {
                 Box::pin(async move {
                     conn.ping().await?;
@@ -577,7 +584,11 @@ impl SqliteStore {
         let mut slot = self.compactor.lock().await;
         let mut conn = match slot.take() {
             Some(conn) => conn,
-            None => SqliteConnection::connect_with(&self.compactor_options).await?,
+            None => {
+                let mut conn = SqliteConnection::connect_with(&self.compactor_options).await?;
+                plan_without_bound_values(&mut conn).await?;
+                conn
+            }
         };
         // on error the connection is dropped: a failed COMMIT can leave it inside its
         // transaction (see the pool's `after_release` in [`SqliteStore::connect`])
@@ -673,6 +684,36 @@ mod tests {
     use super::hundredths_of;
     use crate::model::fix::hundredths;
     use proptest::prelude::*;
+
+    /// Every pooled connection plans without the bound values: with `ANALYZE`'s histograms
+    /// stored, a statement comparing an indexed column with a bound value is run for two
+    /// values without being compiled again (it was at every step before
+    /// `plan_without_bound_values`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn statements_are_not_recompiled_for_each_bound_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = super::SqliteStore::connect(&url, &super::super::StoreOptions::default())
+            .await
+            .unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        let recompiled = super::on_handle(&mut conn, |db| {
+            db.execute_batch(
+                "CREATE TABLE skewed (a INTEGER, b INTEGER); CREATE INDEX skewed_a ON skewed (a); \
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
+                 INSERT INTO skewed SELECT CASE WHEN i % 10 = 0 THEN i ELSE 7 END, i FROM n; \
+                 ANALYZE;",
+            )?;
+            let mut st = db.prepare("SELECT count(*) FROM skewed WHERE a = ?1")?;
+            let common: i64 = st.query_row([7], |r| r.get(0))?;
+            let rare: i64 = st.query_row([10], |r| r.get(0))?;
+            assert_eq!((common, rare), (1800, 1));
+            Ok(st.get_status(rusqlite::StatementStatus::RePrepare))
+        })
+        .await
+        .unwrap();
+        assert_eq!(recompiled, 0);
+    }
 
     /// What a read gives back: SQLite divides the stored REAL by 100.0 in `f64`.
     fn read_back(stored: f64) -> f32 {

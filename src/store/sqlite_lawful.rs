@@ -10,8 +10,11 @@
 //! audited transaction: sqlx-sqlite hands every row from its worker thread to the caller as
 //! a message of owned values, which cost several times SQLite's own read (on 10 M fixes, the
 //! ≈7 k index hits and ≈11 k fixes of a 500 m / 24 h scene took 29 ms to read through sqlx,
-//! 6 ms in place). Statements that return a handful of rows stay on sqlx, whose cached
-//! prepared statements are cheaper there than preparing afresh.
+//! 6 ms in place). So do location-at-time's lookups and the audit append
+//! ([`on_handle_briefly`]): several statements of a handful of rows each, where a hop to
+//! sqlx's worker per statement cost more than preparing them afresh in one pass. Other
+//! statements that return a handful of rows stay on sqlx, whose cached prepared statements
+//! are cheaper there.
 
 use std::collections::{HashMap, HashSet};
 
@@ -160,7 +163,7 @@ pub(super) async fn at_time(
                  AND g.ts > ?3 AND g.subject_pk = ?1 AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1) \
              FROM device_assignments a WHERE a.subject_pk = ?1)"
     );
-    on_handle(conn, |db| {
+    on_handle_briefly(conn, |db| {
         let subject_pk: Option<i64> = db
             .prepare_cached("SELECT pk FROM subjects WHERE id = ?1")?
             .query_row([subject_id], |r| r.get(0))
@@ -234,11 +237,30 @@ fn fix_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FixRow> {
 /// while it holds the handle; on a multi-threaded runtime (the server's) that thread is
 /// first handed over as a blocking one ([`tokio::task::block_in_place`]), so a read of
 /// several milliseconds does not hold up the other tasks queued on it (ingest
-/// acknowledgements, the alert stream).
+/// acknowledgements, the alert stream). [`on_handle_briefly`] skips that hand-over, for
+/// work of a few key lookups.
 ///
 /// The only `unsafe` in the crate.
 pub(super) async fn on_handle<T>(
     conn: &mut SqliteConnection,
+    read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+) -> Result<T> {
+    run_on_handle(conn, true, read).await
+}
+
+/// [`on_handle`] for work that takes a fraction of a millisecond (location-at-time's
+/// lookups, an audit append): it runs on the task's thread without handing the thread
+/// over first, which costs about as much as such work (a thread wake-up).
+pub(super) async fn on_handle_briefly<T>(
+    conn: &mut SqliteConnection,
+    read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+) -> Result<T> {
+    run_on_handle(conn, false, read).await
+}
+
+async fn run_on_handle<T>(
+    conn: &mut SqliteConnection,
+    long: bool,
     read: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
 ) -> Result<T> {
     let mut locked = conn.lock_handle().await?;
@@ -261,7 +283,7 @@ pub(super) async fn on_handle<T>(
         })
     };
     let out = match tokio::runtime::Handle::current().runtime_flavor() {
-        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(run),
+        tokio::runtime::RuntimeFlavor::MultiThread if long => tokio::task::block_in_place(run),
         _ => run(),
     };
     out.map_err(|e| {
@@ -276,6 +298,25 @@ pub(super) async fn on_handle<T>(
         }
         .into()
     })
+}
+
+/// Makes SQLite plan each statement without looking at the values bound to it (the query
+/// planner stability guarantee, `SQLITE_DBCONFIG_ENABLE_QPSG`); every connection gets it
+/// when it opens. Why: this SQLite is built with `SQLITE_ENABLE_STAT4`, and once `ANALYZE`
+/// (or `PRAGMA optimize`) has stored histograms, a statement whose WHERE clause compares an
+/// indexed column with a bound value is compiled again at its first step after every bind,
+/// in case the value favours another plan. Every statement here has one sensible plan (the
+/// big tables have their primary key alone), so that recompiling bought nothing: on 10 M
+/// fixes it was ~0.08 ms of location-at-time's ~0.29 ms read (README, "Benchmarks").
+pub(super) async fn plan_without_bound_values(conn: &mut SqliteConnection) -> Result<()> {
+    on_handle_briefly(conn, |db| {
+        db.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map(|_| ())
+    })
+    .await
 }
 
 /// The scene lookup on SQLite: the steps of [`super::lawful`]'s module doc, with the
@@ -439,37 +480,49 @@ pub(super) async fn subject_ids(
 }
 
 /// Appends in the caller's transaction, which already holds SQLite's write lock
-/// (`BEGIN IMMEDIATE`), so no other appender can read the same head.
+/// (`BEGIN IMMEDIATE`), so no other appender can read the same head. Reads the head and
+/// writes the entry in one pass on the handle ([`on_handle_briefly`]): through sqlx each
+/// statement was a hop to its worker thread and back.
 pub(super) async fn append_audit(
     conn: &mut SqliteConnection,
     mut draft: AuditDraft,
 ) -> Result<AuditRecord> {
-    let head: Option<(i64, String)> =
-        sqlx::query_as("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await?;
-    let (id, prev) = head.map_or((1, GENESIS_HASH.to_owned()), |(id, h)| (id + 1, h));
-    draft.id = id;
-    let rec = seal(&prev, draft).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-    sqlx::query(
-        "INSERT INTO audit (id, at, actor, actor_name, role, action, parameters, justification, \
-         subject_ids, result_count, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(rec.id)
-    .bind(rec.at_us)
-    .bind(rec.actor)
-    .bind(&rec.actor_name)
-    .bind(&rec.role)
-    .bind(&rec.action)
-    .bind(rec.parameters.to_string())
-    .bind(rec.justification.as_ref().map(|j| j.to_string()))
-    .bind(json_list(&rec.subject_ids))
-    .bind(rec.result_count)
-    .bind(&rec.prev_hash)
-    .bind(&rec.hash)
-    .execute(&mut *conn)
+    use rusqlite::OptionalExtension;
+    let sealed = on_handle_briefly(conn, |db| {
+        let head: Option<(i64, String)> = db
+            .prepare_cached("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let (id, prev) = head.map_or((1, GENESIS_HASH.to_owned()), |(id, h)| (id + 1, h));
+        draft.id = id;
+        let rec = match seal(&prev, draft) {
+            Ok(rec) => rec,
+            // (refused: nothing written; the caller's transaction rolls back)
+            Err(e) => return Ok(Err(e)),
+        };
+        db.prepare_cached(
+            "INSERT INTO audit (id, at, actor, actor_name, role, action, parameters, \
+             justification, subject_ids, result_count, prev_hash, hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )?
+        .execute(rusqlite::params![
+            rec.id,
+            rec.at_us,
+            rec.actor,
+            rec.actor_name,
+            rec.role,
+            rec.action,
+            rec.parameters.to_string(),
+            rec.justification.as_ref().map(|j| j.to_string()),
+            json_list(&rec.subject_ids),
+            rec.result_count,
+            rec.prev_hash,
+            rec.hash,
+        ])?;
+        Ok(Ok(rec))
+    })
     .await?;
-    Ok(rec)
+    sealed.map_err(|e| sqlx::Error::Decode(Box::new(e)).into())
 }
 
 impl SqliteStore {
