@@ -637,11 +637,26 @@ async fn a_query_fails_closed_when_its_audit_entry_cannot_be_written(backend: Ba
     let w = world(backend).await;
     w.track("GTO-1", "TAG-1", &[(0, 0.0, 0.0)]).await;
     w.scene(50.0, -60, 60).await["audit_id"].as_i64().unwrap();
-    // A head hash that cannot be chained from makes every append fail. The head is read
-    // back rather than taken from the answer: the retention job's start-up entry may land
-    // after the query.
+    // The retention job's start-up entry may land after the query: wait for it, so that
+    // the head read here is the head broken below.
+    let started = std::time::Instant::now();
+    while !w
+        .audit("")
+        .await
+        .iter()
+        .any(|e| e["action"] == "retention.purge")
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "no start-up purge entry"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let head = w.audit("").await[0].clone();
+    // A head hash that cannot be chained from makes every append fail.
     w.app.sql(common::break_audit_head(backend)).await;
     let id = w.audit("").await[0]["id"].as_i64().unwrap();
+    assert_eq!(head["id"], id);
     let (s, v) = w
         .app
         .post(
@@ -654,7 +669,38 @@ async fn a_query_fails_closed_when_its_audit_entry_cannot_be_written(backend: Ba
     assert!(!v.to_string().contains("GTO-1"), "no answer leaks: {v}");
     let (s, _) = w.app.get("/v1/subjects/GTO-1/trail", &w.officer).await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    let at_time = || async {
+        w.app
+            .post(
+                "/v1/queries/location-at-time",
+                &w.analyst,
+                json!({"subject_id": "GTO-1", "at": w.t(0), "justification": justification()}),
+            )
+            .await
+    };
+    for _ in 0..6 {
+        // (more than the pool's connections: none may be left inside a transaction)
+        let (s, v) = at_time().await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+        assert!(!v.to_string().contains("lat"), "no answer leaks: {v}");
+    }
     assert_eq!(w.audit("").await[0]["id"], id, "nothing was appended");
+
+    // Once the head is put back, audited reads answer again at once: the refused ones left
+    // no transaction open and no write lock held.
+    let head = head["hash"].as_str().unwrap();
+    w.app
+        .sql(&match backend {
+            Backend::Sqlite => format!("UPDATE audit SET hash = '{head}' WHERE id = {id}"),
+            Backend::Postgres => format!("UPDATE audit_head SET hash = '{head}'"),
+        })
+        .await;
+    for _ in 0..6 {
+        let (s, v) = at_time().await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert!(v["audit_id"].as_i64().unwrap() > id);
+    }
+    assert_eq!(w.verify().await["ok"], true);
 }
 
 async fn the_purge_deletes_fixes_past_retention_and_audits_the_run(backend: Backend) {

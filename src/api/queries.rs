@@ -213,37 +213,33 @@ async fn location_at_time_query(
     let at = parse_time("at", &body.at)?;
     let cfg = query_config(&state)?;
 
-    let mut tx = state.store.begin_lawful_lookups().await?;
-    let read = tx
-        .at_time(subject_id.as_str(), at, cfg.max_gap_us())
+    let (read, estimate, rec) = state
+        .store
+        .at_time_audited(subject_id.as_str(), at, cfg.max_gap_us(), |read| {
+            let estimate = read.map(|read| {
+                let fixes: Vec<QFix> = read.fixes.iter().filter_map(FixRow::qfix).collect();
+                location_at_time(&fixes, at, &cfg)
+            });
+            let disclosed = estimate.as_ref().is_some_and(|e| {
+                e.method != Method::None || e.before.is_some() || e.after.is_some()
+            });
+            let found = estimate.as_ref().is_some_and(|e| e.method != Method::None);
+            let entry = draft(
+                &caller,
+                "query.location_at_time",
+                json!({"subject_id": subject_id.as_str(), "at": time::rfc3339(at), "found": read.is_some()}),
+                Some(justification),
+                if disclosed {
+                    vec![subject_id.to_string()]
+                } else {
+                    vec![]
+                },
+                i64::from(found),
+            );
+            (entry, estimate)
+        })
         .await?;
-    let subject_found = read.is_some();
-    let (estimate, devices) = match read {
-        Some(read) => {
-            let fixes: Vec<QFix> = read.fixes.iter().filter_map(FixRow::qfix).collect();
-            (Some(location_at_time(&fixes, at, &cfg)), read.devices)
-        }
-        None => (None, HashMap::new()),
-    };
-    let disclosed = estimate
-        .as_ref()
-        .is_some_and(|e| e.method != Method::None || e.before.is_some() || e.after.is_some());
-    let found = estimate.as_ref().is_some_and(|e| e.method != Method::None);
-    let rec = tx
-        .append_audit(draft(
-            &caller,
-            "query.location_at_time",
-            json!({"subject_id": subject_id.as_str(), "at": time::rfc3339(at), "found": subject_found}),
-            Some(justification),
-            if disclosed {
-                vec![subject_id.to_string()]
-            } else {
-                vec![]
-            },
-            i64::from(found),
-        ))
-        .await?;
-    tx.commit().await?;
+    let devices = read.map(|r| r.devices).unwrap_or_default();
     tracing::Span::current().record("audit_id", rec.id);
     let Some(est) = estimate else {
         return Err(ApiError::not_found("subject"));

@@ -316,6 +316,14 @@ pub struct AtTimeRead {
     pub devices: HashMap<i64, String>,
 }
 
+/// A store's location-at-time read as [`LawfulTx::at_time`] gives it: fixes ordered by
+/// device and time, each key once.
+pub(super) fn settled(mut r: AtTimeRead) -> AtTimeRead {
+    r.fixes.sort_by_key(|f| (f.device_pk, f.ts));
+    r.fixes.dedup_by_key(|f| (f.device_pk, f.ts));
+    r
+}
+
 /// An audited read in progress: reads and the audit append share one transaction. Drop it
 /// without [`LawfulTx::commit`] and nothing is written.
 pub enum LawfulTx {
@@ -358,11 +366,7 @@ impl LawfulTx {
                 super::postgres_lawful::at_time(tx, subject_id, at, gap_us).await?
             }
         };
-        Ok(read.map(|mut r| {
-            r.fixes.sort_by_key(|f| (f.device_pk, f.ts));
-            r.fixes.dedup_by_key(|f| (f.device_pk, f.ts));
-            r
-        }))
+        Ok(read.map(settled))
     }
 
     /// The tracks that came within `scene`'s radius during its window (SPEC §4), read
@@ -511,10 +515,38 @@ impl Store {
     /// are audited on their own (alert and zone changes, the retention purge). `draft.id`
     /// is ignored: the entry gets the head's id + 1.
     pub async fn append_audit(&self, draft: AuditDraft) -> Result<AuditRecord> {
+        if let Store::Sqlite(s) = self {
+            return super::sqlite_lawful::append_audit_alone(s, draft).await;
+        }
         let mut tx = self.begin_lawful().await?;
         let rec = tx.append_audit(draft).await?;
         tx.commit().await?;
         Ok(rec)
+    }
+
+    /// Location-at-time as one audited read: what [`LawfulTx::at_time`] reads for
+    /// `subject_id`, and the audit entry `entry` makes of it (with anything else `entry`
+    /// works out, returned beside it), in one transaction; nothing is returned unless the
+    /// entry is committed. On SQLite the transaction is one pass on a connection's handle,
+    /// `BEGIN IMMEDIATE` to `COMMIT` (sqlx's worker thread was a hop for each of begin,
+    /// read, append and commit); on PostgreSQL it is [`Store::begin_lawful_lookups`],
+    /// [`LawfulTx::at_time`], [`LawfulTx::append_audit`] and the commit: four round trips.
+    pub async fn at_time_audited<T>(
+        &self,
+        subject_id: &str,
+        at: Micros,
+        gap_us: i64,
+        entry: impl FnOnce(Option<&AtTimeRead>) -> (AuditDraft, T),
+    ) -> Result<(Option<AtTimeRead>, T, AuditRecord)> {
+        if let Store::Sqlite(s) = self {
+            return super::sqlite_lawful::at_time_audited(s, subject_id, at, gap_us, entry).await;
+        }
+        let mut tx = self.begin_lawful_lookups().await?;
+        let read = tx.at_time(subject_id, at, gap_us).await?;
+        let (draft, t) = entry(read.as_ref());
+        let rec = tx.append_audit(draft).await?;
+        tx.commit().await?;
+        Ok((read, t, rec))
     }
 
     /// Audit entries matching `filter`, newest first.

@@ -29,7 +29,9 @@ use super::lawful::{
 use super::sqlite::{fix, CELL_MINUTE_US, FIX_COLUMNS};
 use super::sqlite_tail::Tail;
 use super::{FixRow, Result, SqliteStore};
-use crate::audit::chain::{seal, AuditDraft, AuditRecord, Verifier, VerifyReport, GENESIS_HASH};
+use crate::audit::chain::{
+    seal, AuditDraft, AuditRecord, ChainError, Verifier, VerifyReport, GENESIS_HASH,
+};
 use crate::model::Micros;
 
 fn audit_record(r: &SqliteRow) -> std::result::Result<AuditRecord, sqlx::Error> {
@@ -134,11 +136,9 @@ async fn worn_devices(conn: &mut SqliteConnection, subject_pk: i64) -> Result<Ve
         .await?)
 }
 
-/// [`LawfulTx::at_time`](super::LawfulTx::at_time) on SQLite: the subject, its fixes
-/// around `at` (the tail's first, then the table's: see [`super::sqlite_tail`]'s module
-/// doc; a key seen twice is dropped by the caller, and an extra, farther neighbour changes
-/// no nearest one) and their devices' ids, in one pass on the handle ([`on_handle`]):
-/// through sqlx each of the four statements cost a hop to its worker thread and back.
+/// [`LawfulTx::at_time`](super::LawfulTx::at_time) on SQLite: [`read_at_time`] in one pass
+/// on the handle ([`on_handle_briefly`]): through sqlx each of its four statements cost a hop
+/// to its worker thread and back.
 pub(super) async fn at_time(
     conn: &mut SqliteConnection,
     tail: &Tail,
@@ -146,6 +146,20 @@ pub(super) async fn at_time(
     at: Micros,
     gap_us: i64,
 ) -> Result<Option<AtTimeRead>> {
+    on_handle_briefly(conn, |db| read_at_time(db, tail, subject_id, at, gap_us)).await
+}
+
+/// What location-at-time reads, on a handle: the subject, its fixes around `at` (the
+/// tail's first, then the table's: see [`super::sqlite_tail`]'s module doc; a key seen
+/// twice is dropped by the caller, and an extra, farther neighbour changes no nearest one)
+/// and their devices' ids.
+fn read_at_time(
+    db: &rusqlite::Connection,
+    tail: &Tail,
+    subject_id: &str,
+    at: Micros,
+    gap_us: i64,
+) -> rusqlite::Result<Option<AtTimeRead>> {
     use rusqlite::OptionalExtension;
     let (lo, hi) = (at.saturating_sub(gap_us), at.saturating_add(gap_us));
     let fixes_sql = format!(
@@ -163,7 +177,7 @@ pub(super) async fn at_time(
                  AND g.ts > ?3 AND g.subject_pk = ?1 AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1) \
              FROM device_assignments a WHERE a.subject_pk = ?1)"
     );
-    on_handle_briefly(conn, |db| {
+    {
         let subject_pk: Option<i64> = db
             .prepare_cached("SELECT pk FROM subjects WHERE id = ?1")?
             .query_row([subject_id], |r| r.get(0))
@@ -199,8 +213,7 @@ pub(super) async fn at_time(
             fixes,
             devices,
         }))
-    })
-    .await
+    }
 }
 
 /// [`fix`] for a row read through rusqlite: the columns of [`FIX_COLUMNS`], in order.
@@ -480,49 +493,127 @@ pub(super) async fn subject_ids(
 }
 
 /// Appends in the caller's transaction, which already holds SQLite's write lock
-/// (`BEGIN IMMEDIATE`), so no other appender can read the same head. Reads the head and
-/// writes the entry in one pass on the handle ([`on_handle_briefly`]): through sqlx each
-/// statement was a hop to its worker thread and back.
+/// (`BEGIN IMMEDIATE`), so no other appender can read the same head: [`append_on`] in one
+/// pass on the handle ([`on_handle_briefly`]).
 pub(super) async fn append_audit(
     conn: &mut SqliteConnection,
-    mut draft: AuditDraft,
+    draft: AuditDraft,
 ) -> Result<AuditRecord> {
+    on_handle_briefly(conn, |db| append_on(db, draft))
+        .await?
+        .map_err(refused)
+}
+
+/// Reads the chain's head and inserts `draft` sealed onto it, on a handle inside a
+/// transaction holding the write lock. `Ok(Err(_))`: the head cannot be chained onto
+/// (nothing written).
+fn append_on(
+    db: &rusqlite::Connection,
+    mut draft: AuditDraft,
+) -> rusqlite::Result<std::result::Result<AuditRecord, ChainError>> {
     use rusqlite::OptionalExtension;
-    let sealed = on_handle_briefly(conn, |db| {
-        let head: Option<(i64, String)> = db
-            .prepare_cached("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let (id, prev) = head.map_or((1, GENESIS_HASH.to_owned()), |(id, h)| (id + 1, h));
-        draft.id = id;
-        let rec = match seal(&prev, draft) {
-            Ok(rec) => rec,
-            // (refused: nothing written; the caller's transaction rolls back)
-            Err(e) => return Ok(Err(e)),
-        };
-        db.prepare_cached(
-            "INSERT INTO audit (id, at, actor, actor_name, role, action, parameters, \
-             justification, subject_ids, result_count, prev_hash, hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )?
-        .execute(rusqlite::params![
-            rec.id,
-            rec.at_us,
-            rec.actor,
-            rec.actor_name,
-            rec.role,
-            rec.action,
-            rec.parameters.to_string(),
-            rec.justification.as_ref().map(|j| j.to_string()),
-            json_list(&rec.subject_ids),
-            rec.result_count,
-            rec.prev_hash,
-            rec.hash,
-        ])?;
-        Ok(Ok(rec))
+    let head: Option<(i64, String)> = db
+        .prepare_cached("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (id, prev) = head.map_or((1, GENESIS_HASH.to_owned()), |(id, h)| (id + 1, h));
+    draft.id = id;
+    let rec = match seal(&prev, draft) {
+        Ok(rec) => rec,
+        Err(e) => return Ok(Err(e)),
+    };
+    db.prepare_cached(
+        "INSERT INTO audit (id, at, actor, actor_name, role, action, parameters, \
+         justification, subject_ids, result_count, prev_hash, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(rusqlite::params![
+        rec.id,
+        rec.at_us,
+        rec.actor,
+        rec.actor_name,
+        rec.role,
+        rec.action,
+        rec.parameters.to_string(),
+        rec.justification.as_ref().map(|j| j.to_string()),
+        json_list(&rec.subject_ids),
+        rec.result_count,
+        rec.prev_hash,
+        rec.hash,
+    ])?;
+    Ok(Ok(rec))
+}
+
+/// An audit entry the chain refused: a store error, so the request fails closed.
+fn refused(e: ChainError) -> super::StoreError {
+    sqlx::Error::Decode(Box::new(e)).into()
+}
+
+/// Runs `work` as one audited transaction in a single pass on a pooled connection's handle,
+/// from `BEGIN IMMEDIATE` to `COMMIT`, behind the store's write gate like every writer.
+/// For audited work of a few key lookups (location-at-time, an audit entry on its own),
+/// where the hops to sqlx's worker thread for begin, statements and commit cost more than
+/// the work besides the commit's fsync. `work` returning `Ok(Err(_))` (the chain refused
+/// the entry) or failing rolls the transaction back; a connection that cannot be brought
+/// back out of it (its `ROLLBACK` failed) is closed rather than returned to the pool, where
+/// it would hold SQLite's write lock. sqlx's own count of the connection's transactions
+/// stays at zero throughout, as the transaction begins and ends inside the pass.
+async fn audited_in_one_pass<T>(
+    store: &SqliteStore,
+    work: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<std::result::Result<T, ChainError>>,
+) -> Result<T> {
+    let _gate = store.write_gate().await?;
+    let mut conn = store.pool().acquire().await?;
+    let out = on_handle_briefly(&mut conn, |db| {
+        db.execute_batch("BEGIN IMMEDIATE")?;
+        let done = work(db)?;
+        if done.is_ok() {
+            db.execute_batch("COMMIT")?;
+        }
+        Ok(done)
     })
-    .await?;
-    sealed.map_err(|e| sqlx::Error::Decode(Box::new(e)).into())
+    .await;
+    if !matches!(out, Ok(Ok(_))) {
+        let still_open = on_handle_briefly(&mut conn, |db| {
+            if !db.is_autocommit() {
+                db.execute_batch("ROLLBACK")?;
+            }
+            Ok(!db.is_autocommit())
+        })
+        .await;
+        if !matches!(still_open, Ok(false)) {
+            // (closing can only fail on a connection that is gone anyway)
+            let _ = conn.close().await;
+        }
+    }
+    out?.map_err(refused)
+}
+
+/// [`Store::at_time_audited`](super::Store::at_time_audited) on SQLite: one pass
+/// ([`audited_in_one_pass`]).
+pub(super) async fn at_time_audited<T>(
+    store: &SqliteStore,
+    subject_id: &str,
+    at: Micros,
+    gap_us: i64,
+    entry: impl FnOnce(Option<&AtTimeRead>) -> (AuditDraft, T),
+) -> Result<(Option<AtTimeRead>, T, AuditRecord)> {
+    let tail = store.tail.clone();
+    audited_in_one_pass(store, |db| {
+        let read = read_at_time(db, &tail, subject_id, at, gap_us)?.map(super::lawful::settled);
+        let (draft, t) = entry(read.as_ref());
+        Ok(append_on(db, draft)?.map(|rec| (read, t, rec)))
+    })
+    .await
+}
+
+/// [`Store::append_audit`](super::Store::append_audit) on SQLite: one pass
+/// ([`audited_in_one_pass`]).
+pub(super) async fn append_audit_alone(
+    store: &SqliteStore,
+    draft: AuditDraft,
+) -> Result<AuditRecord> {
+    audited_in_one_pass(store, |db| append_on(db, draft)).await
 }
 
 impl SqliteStore {
