@@ -2,8 +2,8 @@
 //! (on PostgreSQL, two servers) form one unbroken chain; on PostgreSQL an entry appended
 //! the way builds before migration postgres/0007 did (advisory lock, head read from
 //! `audit`) is chained onto like any other, verification finds entries deleted from the
-//! chain's end through the recorded head, and a transaction of key lookups plans its
-//! statements once.
+//! chain's end through the recorded head, a transaction of key lookups plans its
+//! statements once, and a panic inside an audited read leaves no transaction open.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -91,7 +91,35 @@ async fn appends_from_many_tasks_form_one_unbroken_chain(backend: Backend) {
     assert_eq!(report.head_hash, returned.last().unwrap().hash);
 }
 
-on_both_stores!(appends_from_many_tasks_form_one_unbroken_chain);
+/// A panic while location-at-time's entry is drafted, inside the audited transaction
+/// (on SQLite one pass on a pooled connection's handle, which sqlx never saw begin), leaves
+/// no transaction open: more panics than the pool has connections, then appends succeed
+/// and the chain is whole.
+async fn a_panic_inside_an_audited_read_leaves_no_transaction_open(backend: Backend) {
+    let (url, _guard) = fresh_database(backend).await;
+    let store = Store::connect(&url).await.unwrap();
+    for _ in 0..6 {
+        let s = store.clone();
+        let out = tokio::spawn(async move {
+            s.at_time_audited("S-1", 0, 1, |_| -> (AuditDraft, ()) {
+                panic!("drafting the entry failed")
+            })
+            .await
+        })
+        .await;
+        assert!(out.unwrap_err().is_panic());
+    }
+    for n in 0..6 {
+        store.append_audit(draft(0, n)).await.unwrap();
+    }
+    assert_eq!(all_entries(&store).await.len(), 6);
+    assert!(store.verify_audit().await.unwrap().ok);
+}
+
+on_both_stores!(
+    appends_from_many_tasks_form_one_unbroken_chain,
+    a_panic_inside_an_audited_read_leaves_no_transaction_open
+);
 
 /// An upgrade runs old and new servers side by side for a while; an older build appends by
 /// taking the advisory lock and reading the head from `audit`.

@@ -566,6 +566,7 @@ async fn audited_in_one_pass<T>(
     let mut conn = store.pool().acquire().await?;
     let out = on_handle_briefly(&mut conn, |db| {
         db.execute_batch("BEGIN IMMEDIATE")?;
+        let _unwinding = RollbackOnPanic(db);
         let done = work(db)?;
         if done.is_ok() {
             db.execute_batch("COMMIT")?;
@@ -587,6 +588,20 @@ async fn audited_in_one_pass<T>(
         }
     }
     out?.map_err(refused)
+}
+
+/// Rolls back the transaction of [`audited_in_one_pass`] when `work` panics: the pooled
+/// connection goes back to the pool as the stack unwinds, and sqlx, which never saw the
+/// transaction begin, would not roll it back.
+struct RollbackOnPanic<'a>(&'a rusqlite::Connection);
+
+impl Drop for RollbackOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.0.is_autocommit() {
+            // (nothing more can be done while unwinding if this fails)
+            let _ = self.0.execute_batch("ROLLBACK");
+        }
+    }
 }
 
 /// [`Store::at_time_audited`](super::Store::at_time_audited) on SQLite: one pass
