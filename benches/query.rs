@@ -2,9 +2,9 @@
 //! crime-scene query and a location-at-time query, each the whole audited path the API runs
 //! (begin, index reads, exact maths, id lookups, audit append, commit), on SQLite and
 //! PostgreSQL, with p50/p95/p99 printed beside criterion's estimates, and the same
-//! percentiles for each phase of the path (crime-scene: `cover`, `begin`, `read`, `maths`,
-//! `ids`, `audit`, `commit`; location-at-time, one call: `begin+read`, `maths`,
-//! `audit+commit`), so a figure says where its milliseconds went.
+//! percentiles for each phase of the path (crime-scene: `cover`, then one call: `lookup`
+//! (begin, reads, maths, ids) and `audit+commit`; location-at-time, one call: `begin+read`,
+//! `maths`, `audit+commit`), so a figure says where its milliseconds went.
 //!
 //! The dataset: 2,000 devices (one subject each), one fix a minute, London-wide random walks
 //! (90 % walking at ~1.3 m/s, 10 % in vehicles at ~8 m/s, whose minute-long segments are
@@ -31,7 +31,7 @@ use tagwatch::geodesy::{LatLon, LocalFrame};
 use tagwatch::model::fix::hundredths;
 use tagwatch::query::at_time::location_at_time;
 use tagwatch::query::cells::scene_cover;
-use tagwatch::query::scene::{scene_matches_sparse, SceneQuery};
+use tagwatch::query::scene::SceneQuery;
 use tagwatch::query::{QFix, QueryConfig};
 use tagwatch::store::{FixRow, NewSubject, Store, Upkeep};
 
@@ -270,7 +270,9 @@ impl Phases {
     }
 }
 
-/// The crime-scene path of `POST /v1/queries/crime-scene` after validation. Returns matches.
+/// The crime-scene path of `POST /v1/queries/crime-scene` after validation, one audited
+/// call (`Store::scene_audited`), timed in three phases: the cover, the lookup (up to the
+/// matches and their ids), and the audit append with the commit. Returns matches.
 async fn crime_scene(
     store: &Store,
     scene: &SceneQuery,
@@ -280,23 +282,17 @@ async fn crime_scene(
     let mut t = Instant::now();
     let cover = scene_cover(scene.center, scene.radius_m).unwrap();
     phases.lap("cover", &mut t);
-    let mut tx = store.begin_lawful().await.unwrap();
-    phases.lap("begin", &mut t);
-    let points = tx.scene_points(&cover, scene, cfg).await.unwrap();
-    phases.lap("read", &mut t);
-    let matches = scene_matches_sparse(&points, scene, cfg);
-    phases.lap("maths", &mut t);
-    let devices: Vec<i64> = matches.iter().map(|m| m.device).collect();
-    let subjects: Vec<i64> = matches.iter().map(|m| m.subject).collect();
-    tx.external_ids(&devices, &subjects).await.unwrap();
-    phases.lap("ids", &mut t);
-    let mut d = draft("query.crime_scene");
-    d.result_count = matches.len() as i64;
-    tx.append_audit(d).await.unwrap();
-    phases.lap("audit", &mut t);
-    tx.commit().await.unwrap();
-    phases.lap("commit", &mut t);
-    matches.len()
+    let (matches, _) = store
+        .scene_audited(&cover, scene, cfg, |found| {
+            phases.lap("lookup", &mut t);
+            let mut d = draft("query.crime_scene");
+            d.result_count = found.matches.len() as i64;
+            (d, found.matches.len())
+        })
+        .await
+        .unwrap();
+    phases.lap("audit+commit", &mut t);
+    matches
 }
 
 /// The path of `POST /v1/queries/location-at-time` after validation: one audited read

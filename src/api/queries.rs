@@ -28,11 +28,11 @@ use crate::geodesy::LatLon;
 use crate::model::time::{self, Micros, MICROS_PER_SEC};
 use crate::model::{Role, SubjectId};
 use crate::query::at_time::{location_at_time, Method};
-use crate::query::cells::{scene_cover, MAX_COVER_RADIUS_M};
+use crate::query::cells::{scene_cover, SceneCover, MAX_COVER_RADIUS_M};
 use crate::query::crime_csv::parse_crime_csv;
 use crate::query::scene::{MatchMethod, SceneQuery};
 use crate::query::{QFix, QueryConfig};
-use crate::store::{FixRow, LawfulTx, SEGMENT_INDEX_MAX_GAP_US};
+use crate::store::{FixRow, SceneFound, SEGMENT_INDEX_MAX_GAP_US};
 
 /// Longest crime-scene window: a data.police.uk month is at most 31 days, and a longer
 /// window is a trawl through everyone's history rather than a question about a crime.
@@ -357,29 +357,19 @@ fn window(from_us: Micros, to_us: Micros) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Runs one scene inside `tx`: candidates through the index, exact matching in code.
-async fn run_scene(
-    tx: &mut LawfulTx,
-    scene: &SceneQuery,
-    cfg: &QueryConfig,
-) -> Result<Vec<SceneMatchOut>, ApiError> {
-    let cover = scene_cover(scene.center, scene.radius_m)
-        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-    let matches = tx.scene_matches(&cover, scene, cfg).await?;
-    let device_pks: Vec<i64> = matches
-        .iter()
-        .map(|m| m.device)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let subject_pks: Vec<i64> = matches
-        .iter()
-        .map(|m| m.subject)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let (devices, subjects) = tx.external_ids(&device_pks, &subject_pks).await?;
-    Ok(matches
+/// The cells a scene's lookup reads (422 for a radius the cover refuses).
+fn cover_of(scene: &SceneQuery) -> Result<SceneCover, ApiError> {
+    scene_cover(scene.center, scene.radius_m).map_err(|e| ApiError::Unprocessable(e.to_string()))
+}
+
+/// A scene's matches as the answer gives them, named by external ids.
+fn answer_of(found: SceneFound) -> Vec<SceneMatchOut> {
+    let SceneFound {
+        matches,
+        devices,
+        subjects,
+    } = found;
+    matches
         .into_iter()
         .map(|m| SceneMatchOut {
             subject_id: subjects.get(&m.subject).cloned().unwrap_or_default(),
@@ -391,7 +381,7 @@ async fn run_scene(
             accuracy_m: m.accuracy_m,
             basis: m.basis_ts_us.iter().map(|t| time::rfc3339(*t)).collect(),
         })
-        .collect())
+        .collect()
 }
 
 /// Subject ids in the order the answer gives them, each once.
@@ -425,19 +415,22 @@ async fn crime_scene(
     let justification = body.justification.validate()?;
     let s = scene(body.lat, body.lon, body.radius_m, &body.from, &body.to)?;
     let cfg = query_config(&state)?;
-    let mut tx = state.store.begin_lawful().await?;
-    let matches = run_scene(&mut tx, &s.query, &cfg).await?;
-    let rec = tx
-        .append_audit(draft(
-            &caller,
-            "query.crime_scene",
-            scene_parameters(&s.query),
-            Some(justification),
-            disclosed(&matches),
-            matches.len() as i64,
-        ))
+    let cover = cover_of(&s.query)?;
+    let (matches, rec) = state
+        .store
+        .scene_audited(&cover, &s.query, &cfg, |found| {
+            let matches = answer_of(found);
+            let entry = draft(
+                &caller,
+                "query.crime_scene",
+                scene_parameters(&s.query),
+                Some(justification),
+                disclosed(&matches),
+                matches.len() as i64,
+            );
+            (entry, matches)
+        })
         .await?;
-    tx.commit().await?;
     let span = tracing::Span::current();
     span.record("audit_id", rec.id);
     span.record("matches", matches.len());
@@ -587,25 +580,28 @@ async fn crime_match(
     // One transaction per crime: each is its own audited query, and SQLite's write lock is
     // held for one crime at a time, not the whole batch.
     for c in crimes {
-        let mut tx = state.store.begin_lawful().await?;
-        let matches = run_scene(&mut tx, &c.scene, &cfg).await?;
+        let cover = cover_of(&c.scene)?;
         let mut parameters = scene_parameters(&c.scene);
         parameters["ref"] = json!(c.crime_ref);
         parameters["radius_m"] = json!(radius_m);
         if let Some(cat) = &c.category {
             parameters["category"] = json!(cat);
         }
-        let rec = tx
-            .append_audit(draft(
-                &caller,
-                "query.crime_match",
-                parameters,
-                Some(justification.clone()),
-                disclosed(&matches),
-                matches.len() as i64,
-            ))
+        let (matches, rec) = state
+            .store
+            .scene_audited(&cover, &c.scene, &cfg, |found| {
+                let matches = answer_of(found);
+                let entry = draft(
+                    &caller,
+                    "query.crime_match",
+                    parameters,
+                    Some(justification.clone()),
+                    disclosed(&matches),
+                    matches.len() as i64,
+                );
+                (entry, matches)
+            })
             .await?;
-        tx.commit().await?;
         results.push(CrimeResult {
             crime_ref: c.crime_ref,
             category: c.category,

@@ -38,7 +38,7 @@
 //!    cost far more than the reads on both (see [`super::sqlite_lawful`] and
 //!    [`super::postgres_lawful`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::audit::chain::{AuditDraft, AuditRecord, VerifyReport};
@@ -268,6 +268,52 @@ pub(super) struct SceneLookup<'a> {
     pub hits: HitDisk,
 }
 
+impl<'a> SceneLookup<'a> {
+    pub(super) fn new(cover: &'a SceneCover, scene: &SceneQuery, cfg: &QueryConfig) -> Self {
+        let gap_us = cfg.max_gap_us();
+        SceneLookup {
+            fine: &cover.fine,
+            coarse: &cover.coarse,
+            lo: scene.from_us.saturating_sub(gap_us),
+            hi: scene.to_us.saturating_add(gap_us),
+            from: scene.from_us,
+            to: scene.to_us,
+            gap_us,
+            bx: SceneBox::around(scene),
+            hits: HitDisk::around(scene.center, scene.radius_m),
+        }
+    }
+}
+
+/// What a crime-scene lookup found, as [`Store::scene_audited`] hands it over: the
+/// matches and the external ids of their devices and subjects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SceneFound {
+    pub matches: Vec<SceneMatch>,
+    pub devices: HashMap<i64, String>,
+    pub subjects: HashMap<i64, String>,
+}
+
+/// The matches of a scene statement's rows (see [`LawfulTx::scene_points`]).
+pub(super) fn matches_of(
+    rows: Vec<SceneRow>,
+    scene: &SceneQuery,
+    cfg: &QueryConfig,
+) -> Vec<SceneMatch> {
+    let points: Vec<ScenePoint> = rows.into_iter().map(SceneRow::point).collect();
+    scene_matches_sparse(&points, scene, cfg)
+}
+
+/// The device and the subject keys of `matches`, each sorted and once.
+pub(super) fn keys_of(matches: &[SceneMatch]) -> (Vec<i64>, Vec<i64>) {
+    let devices: BTreeSet<i64> = matches.iter().map(|m| m.device).collect();
+    let subjects: BTreeSet<i64> = matches.iter().map(|m| m.subject).collect();
+    (
+        devices.into_iter().collect(),
+        subjects.into_iter().collect(),
+    )
+}
+
 /// One row of a scene statement.
 #[derive(Debug, Clone, Copy, PartialEq, sqlx::FromRow)]
 pub(super) struct SceneRow {
@@ -394,18 +440,7 @@ impl LawfulTx {
         scene: &SceneQuery,
         cfg: &QueryConfig,
     ) -> Result<Vec<ScenePoint>> {
-        let gap_us = cfg.max_gap_us();
-        let q = SceneLookup {
-            fine: &cover.fine,
-            coarse: &cover.coarse,
-            lo: scene.from_us.saturating_sub(gap_us),
-            hi: scene.to_us.saturating_add(gap_us),
-            from: scene.from_us,
-            to: scene.to_us,
-            gap_us,
-            bx: SceneBox::around(scene),
-            hits: HitDisk::around(scene.center, scene.radius_m),
-        };
+        let q = SceneLookup::new(cover, scene, cfg);
         let rows: Vec<SceneRow> = match self {
             LawfulTx::Sqlite(tx, tail, _) => super::sqlite_lawful::scene_rows(tx, tail, &q).await,
             LawfulTx::Postgres(tx) => super::postgres_lawful::scene_rows(tx, &q).await,
@@ -524,6 +559,38 @@ impl Store {
         let rec = tx.append_audit(draft).await?;
         tx.commit().await?;
         Ok(rec)
+    }
+
+    /// A crime-scene query as one audited read: what [`LawfulTx::scene_matches`] finds for
+    /// `scene` over `cover`, with the external ids of the matches' devices and subjects,
+    /// and the audit entry `entry` makes of it (with anything else `entry` works out,
+    /// returned beside it), in one transaction; nothing is returned unless the entry is
+    /// committed. On SQLite the transaction is one pass on a connection's handle, as for
+    /// [`Store::at_time_audited`]; on PostgreSQL it is [`Store::begin_lawful`], the two reads
+    /// of [`LawfulTx::scene_matches`], [`LawfulTx::external_ids`], the append and the commit.
+    pub async fn scene_audited<T>(
+        &self,
+        cover: &SceneCover,
+        scene: &SceneQuery,
+        cfg: &QueryConfig,
+        entry: impl FnOnce(SceneFound) -> (AuditDraft, T),
+    ) -> Result<(T, AuditRecord)> {
+        if let Store::Sqlite(s) = self {
+            let q = SceneLookup::new(cover, scene, cfg);
+            return super::sqlite_lawful::scene_audited(s, &q, scene, cfg, entry).await;
+        }
+        let mut tx = self.begin_lawful().await?;
+        let matches = tx.scene_matches(cover, scene, cfg).await?;
+        let (device_pks, subject_pks) = keys_of(&matches);
+        let (devices, subjects) = tx.external_ids(&device_pks, &subject_pks).await?;
+        let (draft, t) = entry(SceneFound {
+            matches,
+            devices,
+            subjects,
+        });
+        let rec = tx.append_audit(draft).await?;
+        tx.commit().await?;
+        Ok((t, rec))
     }
 
     /// Location-at-time as one audited read: what [`LawfulTx::at_time`] reads for

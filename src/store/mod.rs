@@ -19,7 +19,9 @@ use crate::model::Micros;
 pub use compliance::{
     AbsenceRow, AlertEventRow, AlertFields, AlertFilter, AlertRow, NewZone, ZoneRow,
 };
-pub use lawful::{AtTimeRead, AuditFilter, LawfulTx, PurgeCounts, SEGMENT_INDEX_MAX_GAP_US};
+pub use lawful::{
+    AtTimeRead, AuditFilter, LawfulTx, PurgeCounts, SceneFound, SEGMENT_INDEX_MAX_GAP_US,
+};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

@@ -22,9 +22,9 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::lawful::{
-    batch_ranges, island_rows_near, long_segments, merge_intervals, new_points, stored_json,
-    stored_subject_ids, AtTimeRead, AuditFilter, Pt, PurgeCounts, SceneLookup, SceneRow,
-    VERIFY_PAGE,
+    batch_ranges, island_rows_near, keys_of, long_segments, matches_of, merge_intervals,
+    new_points, stored_json, stored_subject_ids, AtTimeRead, AuditFilter, Pt, PurgeCounts,
+    SceneFound, SceneLookup, SceneRow, VERIFY_PAGE,
 };
 use super::sqlite::{fix, CELL_MINUTE_US, FIX_COLUMNS};
 use super::sqlite_tail::Tail;
@@ -33,6 +33,8 @@ use crate::audit::chain::{
     seal, AuditDraft, AuditRecord, ChainError, Verifier, VerifyReport, GENESIS_HASH,
 };
 use crate::model::Micros;
+use crate::query::scene::SceneQuery;
+use crate::query::QueryConfig;
 
 fn audit_record(r: &SqliteRow) -> std::result::Result<AuditRecord, sqlx::Error> {
     let justification: Option<String> = r.try_get("justification")?;
@@ -343,8 +345,17 @@ pub(super) async fn scene_rows(
     tail: &Tail,
     q: &SceneLookup<'_>,
 ) -> Result<Vec<SceneRow>> {
+    on_handle(conn, |db| read_scene_rows(db, tail, q)).await
+}
+
+/// [`scene_rows`]' read, on a handle.
+fn read_scene_rows(
+    db: &rusqlite::Connection,
+    tail: &Tail,
+    q: &SceneLookup<'_>,
+) -> rusqlite::Result<Vec<SceneRow>> {
     let (fine, coarse) = (json_list(&q.fine), json_list(&q.coarse));
-    on_handle(conn, |db| {
+    {
         // the tail first, then the table (see sqlite_tail's module doc); long segments are
         // indexed when their later fix is acknowledged, so the table's index has them all
         let fine_set: HashSet<i64> = q.fine.iter().copied().collect();
@@ -413,8 +424,7 @@ pub(super) async fn scene_rows(
             });
         }
         Ok(island_rows_near(out, &q.bx))
-    })
-    .await
+    }
 }
 
 pub(super) async fn trail_page(
@@ -464,13 +474,18 @@ async fn ids(
     sql: &'static str,
     pks: &[i64],
 ) -> Result<HashMap<i64, String>> {
-    let keys = json_list(&pks);
-    on_handle(conn, |db| {
-        let mut st = db.prepare(sql)?;
-        let rows = st.query_map([keys], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect()
-    })
-    .await
+    on_handle(conn, |db| read_ids(db, sql, pks)).await
+}
+
+/// [`ids`]' read, on a handle.
+fn read_ids(
+    db: &rusqlite::Connection,
+    sql: &'static str,
+    pks: &[i64],
+) -> rusqlite::Result<HashMap<i64, String>> {
+    let mut st = db.prepare(sql)?;
+    let rows = st.query_map([json_list(&pks)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
 }
 
 pub(super) async fn device_ids(
@@ -484,13 +499,12 @@ pub(super) async fn subject_ids(
     conn: &mut SqliteConnection,
     pks: &[i64],
 ) -> Result<HashMap<i64, String>> {
-    ids(
-        conn,
-        "SELECT pk, id FROM subjects WHERE pk IN (SELECT value FROM json_each(?1))",
-        pks,
-    )
-    .await
+    ids(conn, SUBJECT_IDS, pks).await
 }
+
+/// External ids of the subjects whose keys are in the JSON list `?1`.
+const SUBJECT_IDS: &str =
+    "SELECT pk, id FROM subjects WHERE pk IN (SELECT value FROM json_each(?1))";
 
 /// Appends in the caller's transaction, which already holds SQLite's write lock
 /// (`BEGIN IMMEDIATE`), so no other appender can read the same head: [`append_on`] in one
@@ -560,11 +574,12 @@ fn refused(e: ChainError) -> super::StoreError {
 /// stays at zero throughout, as the transaction begins and ends inside the pass.
 async fn audited_in_one_pass<T>(
     store: &SqliteStore,
+    long: bool,
     work: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<std::result::Result<T, ChainError>>,
 ) -> Result<T> {
     let _gate = store.write_gate().await?;
     let mut conn = store.pool().acquire().await?;
-    let out = on_handle_briefly(&mut conn, |db| {
+    let out = run_on_handle(&mut conn, long, |db| {
         db.execute_batch("BEGIN IMMEDIATE")?;
         let _unwinding = RollbackOnPanic(db);
         let done = work(db)?;
@@ -614,10 +629,35 @@ pub(super) async fn at_time_audited<T>(
     entry: impl FnOnce(Option<&AtTimeRead>) -> (AuditDraft, T),
 ) -> Result<(Option<AtTimeRead>, T, AuditRecord)> {
     let tail = store.tail.clone();
-    audited_in_one_pass(store, |db| {
+    audited_in_one_pass(store, false, |db| {
         let read = read_at_time(db, &tail, subject_id, at, gap_us)?.map(super::lawful::settled);
         let (draft, t) = entry(read.as_ref());
         Ok(append_on(db, draft)?.map(|rec| (read, t, rec)))
+    })
+    .await
+}
+
+/// [`Store::scene_audited`](super::Store::scene_audited) on SQLite: one pass
+/// ([`audited_in_one_pass`], the thread handed over first as for any read of several
+/// milliseconds: see [`on_handle`]).
+pub(super) async fn scene_audited<T>(
+    store: &SqliteStore,
+    q: &SceneLookup<'_>,
+    scene: &SceneQuery,
+    cfg: &QueryConfig,
+    entry: impl FnOnce(SceneFound) -> (AuditDraft, T),
+) -> Result<(T, AuditRecord)> {
+    let tail = store.tail.clone();
+    audited_in_one_pass(store, true, |db| {
+        let matches = matches_of(read_scene_rows(db, &tail, q)?, scene, cfg);
+        let (device_pks, subject_pks) = keys_of(&matches);
+        let found = SceneFound {
+            devices: read_ids(db, DEVICE_IDS, &device_pks)?,
+            subjects: read_ids(db, SUBJECT_IDS, &subject_pks)?,
+            matches,
+        };
+        let (draft, t) = entry(found);
+        Ok(append_on(db, draft)?.map(|rec| (t, rec)))
     })
     .await
 }
@@ -628,7 +668,7 @@ pub(super) async fn append_audit_alone(
     store: &SqliteStore,
     draft: AuditDraft,
 ) -> Result<AuditRecord> {
-    audited_in_one_pass(store, |db| append_on(db, draft)).await
+    audited_in_one_pass(store, false, |db| append_on(db, draft)).await
 }
 
 impl SqliteStore {
