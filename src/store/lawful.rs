@@ -8,9 +8,10 @@
 //! `BEGIN IMMEDIATE` (it will write the entry, and a deferred read transaction could not
 //! upgrade once ingest has committed in between); on PostgreSQL the append locks the
 //! chain's head row (`audit_head`, held to commit), which serialises appenders so that the
-//! entry's id is the head's id + 1 (see [`crate::audit::chain`]). Location-at-time, a few
-//! key lookups, is one call instead ([`Store::at_time_audited`]): the same transaction,
-//! which SQLite runs in one pass on a connection's handle.
+//! entry's id is the head's id + 1 (see [`crate::audit::chain`]). Location-at-time and
+//! crime-scene queries are one call each instead ([`Store::at_time_audited`],
+//! [`Store::scene_audited`]): the same transaction, which SQLite runs in one pass on a
+//! connection's handle.
 //!
 //! ## The crime-scene index
 //! The fine part holds every positioned fix's H3 res-9 cell: on PostgreSQL the
