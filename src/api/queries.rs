@@ -384,6 +384,27 @@ fn answer_of(found: SceneFound) -> Vec<SceneMatchOut> {
         .collect()
 }
 
+/// A scene's answer and the audit entry recording it: what `Store::scene_audited` is
+/// handed to draft.
+fn scene_entry(
+    caller: &Principal,
+    action: &str,
+    parameters: serde_json::Value,
+    justification: serde_json::Value,
+    found: SceneFound,
+) -> (AuditDraft, Vec<SceneMatchOut>) {
+    let matches = answer_of(found);
+    let entry = draft(
+        caller,
+        action,
+        parameters,
+        Some(justification),
+        disclosed(&matches),
+        matches.len() as i64,
+    );
+    (entry, matches)
+}
+
 /// Subject ids in the order the answer gives them, each once.
 fn disclosed(matches: &[SceneMatchOut]) -> Vec<String> {
     let mut seen = BTreeSet::new();
@@ -419,16 +440,13 @@ async fn crime_scene(
     let (matches, rec) = state
         .store
         .scene_audited(&cover, &s.query, &cfg, |found| {
-            let matches = answer_of(found);
-            let entry = draft(
+            scene_entry(
                 &caller,
                 "query.crime_scene",
                 scene_parameters(&s.query),
-                Some(justification),
-                disclosed(&matches),
-                matches.len() as i64,
-            );
-            (entry, matches)
+                justification,
+                found,
+            )
         })
         .await?;
     let span = tracing::Span::current();
@@ -590,16 +608,13 @@ async fn crime_match(
         let (matches, rec) = state
             .store
             .scene_audited(&cover, &c.scene, &cfg, |found| {
-                let matches = answer_of(found);
-                let entry = draft(
+                scene_entry(
                     &caller,
                     "query.crime_match",
                     parameters,
-                    Some(justification.clone()),
-                    disclosed(&matches),
-                    matches.len() as i64,
-                );
-                (entry, matches)
+                    justification.clone(),
+                    found,
+                )
             })
             .await?;
         results.push(CrimeResult {
