@@ -295,7 +295,7 @@ pub struct SceneFound {
     pub subjects: HashMap<i64, String>,
 }
 
-/// The matches of a scene statement's rows (see [`LawfulTx::scene_points`]).
+/// The matches of a scene statement's rows (see [`LawfulTx::scene_matches`]).
 pub(super) fn matches_of(
     rows: Vec<SceneRow>,
     scene: &SceneQuery,
@@ -429,24 +429,12 @@ impl LawfulTx {
         scene: &SceneQuery,
         cfg: &QueryConfig,
     ) -> Result<Vec<SceneMatch>> {
-        let points = self.scene_points(cover, scene, cfg).await?;
-        Ok(scene_matches_sparse(&points, scene, cfg))
-    }
-
-    /// The read half of [`LawfulTx::scene_matches`]: the fixes that can decide the scene,
-    /// each with its predecessor's time, in no particular order.
-    pub async fn scene_points(
-        &mut self,
-        cover: &SceneCover,
-        scene: &SceneQuery,
-        cfg: &QueryConfig,
-    ) -> Result<Vec<ScenePoint>> {
         let q = SceneLookup::new(cover, scene, cfg);
         let rows: Vec<SceneRow> = match self {
             LawfulTx::Sqlite(tx, tail, _) => super::sqlite_lawful::scene_rows(tx, tail, &q).await,
             LawfulTx::Postgres(tx) => super::postgres_lawful::scene_rows(tx, &q).await,
         }?;
-        Ok(rows.into_iter().map(SceneRow::point).collect())
+        Ok(matches_of(rows, scene, cfg))
     }
 
     /// One page of a subject's trail in `[from, to]`, oldest first, after the cursor
