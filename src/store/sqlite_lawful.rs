@@ -179,43 +179,35 @@ fn read_at_time(
                  AND g.ts > ?3 AND g.subject_pk = ?1 AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1) \
              FROM device_assignments a WHERE a.subject_pk = ?1)"
     );
-    {
-        let subject_pk: Option<i64> = db
-            .prepare_cached("SELECT pk FROM subjects WHERE id = ?1")?
-            .query_row([subject_id], |r| r.get(0))
-            .optional()?;
-        let Some(subject_pk) = subject_pk else {
-            return Ok(None);
-        };
-        let mut fixes = if tail.is_empty() {
-            Vec::new() // (the common case when ingest is quiet: no statement for the devices)
-        } else {
-            let devices = db
-                .prepare_cached(WORN_DEVICES)?
-                .query_map([subject_pk], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<i64>>>()?;
-            tail.at_time(&devices, subject_pk, lo, hi)
-        };
-        let mut st = db.prepare_cached(&fixes_sql)?;
-        for f in st.query_map(rusqlite::params![subject_pk, lo, hi], fix_of_row)? {
-            fixes.push(f?);
-        }
-        let pks: HashSet<i64> = fixes.iter().map(|f| f.device_pk).collect();
-        let devices = if pks.is_empty() {
-            HashMap::new()
-        } else {
-            db.prepare_cached(DEVICE_IDS)?
-                .query_map([json_list(&pks.into_iter().collect::<Vec<_>>())], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?
-        };
-        Ok(Some(AtTimeRead {
-            subject_pk,
-            fixes,
-            devices,
-        }))
+    let subject_pk: Option<i64> = db
+        .prepare_cached("SELECT pk FROM subjects WHERE id = ?1")?
+        .query_row([subject_id], |r| r.get(0))
+        .optional()?;
+    let Some(subject_pk) = subject_pk else {
+        return Ok(None);
+    };
+    let mut fixes = if tail.is_empty() {
+        Vec::new() // (the common case when ingest is quiet: no statement for the devices)
+    } else {
+        let devices = db
+            .prepare_cached(WORN_DEVICES)?
+            .query_map([subject_pk], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<i64>>>()?;
+        tail.at_time(&devices, subject_pk, lo, hi)
+    };
+    let mut st = db.prepare_cached(&fixes_sql)?;
+    for f in st.query_map(rusqlite::params![subject_pk, lo, hi], fix_of_row)? {
+        fixes.push(f?);
     }
+    let mut pks: Vec<i64> = fixes.iter().map(|f| f.device_pk).collect();
+    pks.sort_unstable();
+    pks.dedup();
+    let devices = read_ids(db, DEVICE_IDS, &pks)?;
+    Ok(Some(AtTimeRead {
+        subject_pk,
+        fixes,
+        devices,
+    }))
 }
 
 /// [`fix`] for a row read through rusqlite: the columns of [`FIX_COLUMNS`], in order.
@@ -355,76 +347,74 @@ fn read_scene_rows(
     q: &SceneLookup<'_>,
 ) -> rusqlite::Result<Vec<SceneRow>> {
     let (fine, coarse) = (json_list(&q.fine), json_list(&q.coarse));
-    {
-        // the tail first, then the table (see sqlite_tail's module doc); long segments are
-        // indexed when their later fix is acknowledged, so the table's index has them all
-        let fine_set: HashSet<i64> = q.fine.iter().copied().collect();
-        let hits: Vec<(i64, Micros)> = tail.scene_hits(&fine_set, q.lo, q.hi);
-        // `fix_cells` says in which minutes a device had a fix in a cell; each such minute is
-        // loaded whole (widened by the gap like any hit), so it is a range, like a segment's
-        let mut ranges: Vec<(i64, Micros, Micros)> = Vec::new();
-        let mut st = db.prepare(
-            "SELECT device_pk, minute FROM fix_cells \
-             WHERE cell IN (SELECT value FROM json_each(?1)) AND minute BETWEEN ?2 AND ?3",
-        )?;
-        let minutes = (
-            q.lo.div_euclid(CELL_MINUTE_US),
-            q.hi.div_euclid(CELL_MINUTE_US),
-        );
-        let mut rows = st.query(rusqlite::params![fine, minutes.0, minutes.1])?;
-        while let Some(r) = rows.next()? {
-            let (device_pk, minute): (i64, i64) = (r.get(0)?, r.get(1)?);
-            let start = minute.saturating_mul(CELL_MINUTE_US);
-            ranges.push((
-                device_pk,
-                start.saturating_sub(q.gap_us),
-                start
-                    .saturating_add(CELL_MINUTE_US - 1)
-                    .saturating_add(q.gap_us),
-            ));
-        }
-        let mut st = db.prepare(
-            "SELECT device_pk, t0, t1 FROM fix_segments \
-             WHERE cell IN (SELECT value FROM json_each(?1)) AND t0 BETWEEN ?2 AND ?3 AND t1 >= ?4",
-        )?;
-        let mut rows = st.query(rusqlite::params![coarse, q.lo, q.to, q.from])?;
-        while let Some(r) = rows.next()? {
-            ranges.push((r.get(0)?, r.get(1)?, r.get(2)?));
-        }
-        if hits.is_empty() && ranges.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One statement for all intervals: a statement whose range bounds are bound
-        // parameters is planned again at its first step after each new binding (SQLite's
-        // STAT4 re-preparation), which cost more than the rows when it ran per interval.
-        let intervals = merge_intervals(&hits, &ranges, q.gap_us);
-        let mut out: Vec<SceneRow> = tail
-            .in_intervals(&intervals)
-            .iter()
-            .filter_map(SceneRow::from_fix)
-            .collect();
-        let intervals = json_list(&intervals);
-        let mut st = db.prepare(
-            "SELECT g.device_pk, g.ts, g.subject_pk, g.lat_e7, g.lon_e7, g.accuracy_cm / 100.0 \
-             FROM json_each(?1) AS j CROSS JOIN fixes g \
-             WHERE g.device_pk = json_extract(j.value, '$[0]') \
-               AND g.ts BETWEEN json_extract(j.value, '$[1]') AND json_extract(j.value, '$[2]') \
-               AND g.lat_e7 IS NOT NULL AND g.lon_e7 IS NOT NULL AND g.subject_pk IS NOT NULL",
-        )?;
-        let mut rows = st.query([intervals])?;
-        while let Some(r) = rows.next()? {
-            out.push(SceneRow {
-                device_pk: r.get(0)?,
-                ts: r.get(1)?,
-                subject_pk: r.get(2)?,
-                lat_e7: r.get(3)?,
-                lon_e7: r.get(4)?,
-                accuracy_m: r.get::<_, Option<f64>>(5)?.map(|v| v as f32),
-                prev_ts: None,
-            });
-        }
-        Ok(island_rows_near(out, &q.bx))
+    // the tail first, then the table (see sqlite_tail's module doc); long segments are
+    // indexed when their later fix is acknowledged, so the table's index has them all
+    let fine_set: HashSet<i64> = q.fine.iter().copied().collect();
+    let hits: Vec<(i64, Micros)> = tail.scene_hits(&fine_set, q.lo, q.hi);
+    // `fix_cells` says in which minutes a device had a fix in a cell; each such minute is
+    // loaded whole (widened by the gap like any hit), so it is a range, like a segment's
+    let mut ranges: Vec<(i64, Micros, Micros)> = Vec::new();
+    let mut st = db.prepare(
+        "SELECT device_pk, minute FROM fix_cells \
+         WHERE cell IN (SELECT value FROM json_each(?1)) AND minute BETWEEN ?2 AND ?3",
+    )?;
+    let minutes = (
+        q.lo.div_euclid(CELL_MINUTE_US),
+        q.hi.div_euclid(CELL_MINUTE_US),
+    );
+    let mut rows = st.query(rusqlite::params![fine, minutes.0, minutes.1])?;
+    while let Some(r) = rows.next()? {
+        let (device_pk, minute): (i64, i64) = (r.get(0)?, r.get(1)?);
+        let start = minute.saturating_mul(CELL_MINUTE_US);
+        ranges.push((
+            device_pk,
+            start.saturating_sub(q.gap_us),
+            start
+                .saturating_add(CELL_MINUTE_US - 1)
+                .saturating_add(q.gap_us),
+        ));
     }
+    let mut st = db.prepare(
+        "SELECT device_pk, t0, t1 FROM fix_segments \
+         WHERE cell IN (SELECT value FROM json_each(?1)) AND t0 BETWEEN ?2 AND ?3 AND t1 >= ?4",
+    )?;
+    let mut rows = st.query(rusqlite::params![coarse, q.lo, q.to, q.from])?;
+    while let Some(r) = rows.next()? {
+        ranges.push((r.get(0)?, r.get(1)?, r.get(2)?));
+    }
+    if hits.is_empty() && ranges.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One statement for all intervals: run per interval, it was compiled again after each
+    // new binding (STAT4 re-preparation, since turned off by `plan_without_bound_values`),
+    // which cost more than the rows; one statement also keeps it to one step loop.
+    let intervals = merge_intervals(&hits, &ranges, q.gap_us);
+    let mut out: Vec<SceneRow> = tail
+        .in_intervals(&intervals)
+        .iter()
+        .filter_map(SceneRow::from_fix)
+        .collect();
+    let intervals = json_list(&intervals);
+    let mut st = db.prepare(
+        "SELECT g.device_pk, g.ts, g.subject_pk, g.lat_e7, g.lon_e7, g.accuracy_cm / 100.0 \
+         FROM json_each(?1) AS j CROSS JOIN fixes g \
+         WHERE g.device_pk = json_extract(j.value, '$[0]') \
+           AND g.ts BETWEEN json_extract(j.value, '$[1]') AND json_extract(j.value, '$[2]') \
+           AND g.lat_e7 IS NOT NULL AND g.lon_e7 IS NOT NULL AND g.subject_pk IS NOT NULL",
+    )?;
+    let mut rows = st.query([intervals])?;
+    while let Some(r) = rows.next()? {
+        out.push(SceneRow {
+            device_pk: r.get(0)?,
+            ts: r.get(1)?,
+            subject_pk: r.get(2)?,
+            lat_e7: r.get(3)?,
+            lon_e7: r.get(4)?,
+            accuracy_m: r.get::<_, Option<f64>>(5)?.map(|v| v as f32),
+            prev_ts: None,
+        });
+    }
+    Ok(island_rows_near(out, &q.bx))
 }
 
 pub(super) async fn trail_page(
@@ -477,12 +467,15 @@ async fn ids(
     on_handle(conn, |db| read_ids(db, sql, pks)).await
 }
 
-/// [`ids`]' read, on a handle.
+/// [`ids`]' read, on a handle (no statement for no keys).
 fn read_ids(
     db: &rusqlite::Connection,
     sql: &'static str,
     pks: &[i64],
 ) -> rusqlite::Result<HashMap<i64, String>> {
+    if pks.is_empty() {
+        return Ok(HashMap::new());
+    }
     let mut st = db.prepare(sql)?;
     let rows = st.query_map([json_list(&pks)], |r| Ok((r.get(0)?, r.get(1)?)))?;
     rows.collect()
