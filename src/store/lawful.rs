@@ -537,9 +537,10 @@ impl Store {
         })
     }
 
-    /// Appends one audit entry in its own transaction: the entry point for changes that
-    /// are audited on their own (alert and zone changes, the retention purge). `draft.id`
-    /// is ignored: the entry gets the head's id + 1.
+    /// Appends one audit entry in its own transaction: the entry point for accesses audited
+    /// on their own (an alert read with its evidence, the retention purge; alert and zone
+    /// changes append inside their own [`LawfulTx`]). `draft.id` is ignored: the entry gets
+    /// the head's id + 1.
     pub async fn append_audit(&self, draft: AuditDraft) -> Result<AuditRecord> {
         if let Store::Sqlite(s) = self {
             return super::sqlite_lawful::append_audit_alone(s, draft).await;
