@@ -9,13 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
 use super::postgres_newest::Newest;
 use super::{
     mark_inserted, DeviceRow, FixRow, NewSubject, Result, StoreError, SubjectRow, UserRow,
 };
 use crate::model::Micros;
+
+/// A pooled connection idle at least this long is pinged before it is handed out (see
+/// [`PgStore::connect`]).
+const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -85,6 +89,20 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx pings every idle connection before handing it out, a round trip on
+            // every request's path (a fifth of location-at-time's). sqlx also pings each
+            // connection as it comes back to the pool, closing it if that fails, so only a
+            // connection that has sat idle can have lost its server unseen: those are
+            // pinged, the others handed straight out.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IDLE_AFTER {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;

@@ -186,6 +186,10 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
+            // no ping before handing a connection out: a file's connection has no server
+            // to lose, and the release check below already ran on it (the ping is a hop to
+            // sqlx's worker thread on every request's path)
+            .test_before_acquire(false)
             // A COMMIT that fails (disk full, I/O error) leaves sqlx counting the transaction
             // as open; the rollback it then queues either fails (SQLite already rolled back)
             // or, in the savepoint sqlx nests in such a connection's next transaction, only
