@@ -12,13 +12,15 @@
 mod common;
 
 use common::{fresh_database, Backend};
+use std::collections::HashSet;
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tagwatch::geodesy::{LatLon, LocalFrame};
-use tagwatch::query::cells::scene_cover;
+use tagwatch::query::cells::{is_long_segment, scene_cover, segment_cells};
 use tagwatch::query::scene::{scene_matches, MatchMethod, SceneMatch, SceneQuery};
 use tagwatch::query::{QFix, QueryConfig};
-use tagwatch::store::{FixRow, Store};
+use tagwatch::store::{FixRow, Store, SEGMENT_INDEX_MAX_GAP_US};
 
 const MINUTE_US: i64 = 60_000_000;
 const T0: i64 = 1_719_705_600_000_000;
@@ -66,6 +68,15 @@ async fn wearers(store: &Store) -> Vec<(i64, i64)> {
 /// Tracks around a 3 km square, one fix a minute with random gaps, one per wearer; returns
 /// the rows in two inserts (on time, then late).
 fn tracks(wearers: &[(i64, i64)], rng: &mut StdRng) -> (Vec<FixRow>, Vec<FixRow>) {
+    tracks_with(wearers, rng, 200.0..2_500.0)
+}
+
+/// [`tracks`] with the vehicles' minute-long steps drawn from `vehicle_step_m`.
+fn tracks_with(
+    wearers: &[(i64, i64)],
+    rng: &mut StdRng,
+    vehicle_step_m: std::ops::Range<f64>,
+) -> (Vec<FixRow>, Vec<FixRow>) {
     let frame = LocalFrame::new(CENTRE);
     let mut on_time = Vec::new();
     let mut late = Vec::new();
@@ -86,7 +97,7 @@ fn tracks(wearers: &[(i64, i64)], rng: &mut StdRng) -> (Vec<FixRow>, Vec<FixRow>
             };
             heading += rng.gen_range(-0.7..0.7);
             let step = if vehicle {
-                rng.gen_range(200.0..900.0)
+                rng.gen_range(vehicle_step_m.clone())
             } else {
                 rng.gen_range(20.0..110.0)
             };
@@ -230,6 +241,65 @@ async fn a_fix_between_two_close_intervals_is_not_skipped(backend: Backend) {
     assert_eq!(index_answer(&store, &scene, &cfg).await, vec![]);
 }
 
+/// A long segment indexed, then a fix that arrives late between its ends: the segment from
+/// the same start to the late fix passes through the scene, the one it replaced does not
+/// come near it, and both cross the same coarse cells around the scene, so the new one's
+/// index rows have the old rows' keys. The index must still offer it (on PostgreSQL the
+/// rows carry their segment's bounding box, which the late insert widens). The
+/// configuration is placed where that premise holds, and the test says so if none is.
+async fn a_late_fix_that_turns_a_long_segment_through_the_scene_is_found(backend: Backend) {
+    let (url, _guard) = fresh_database(backend).await;
+    let store = Store::connect(&url).await.unwrap();
+    let (subject_pk, device_pk) = wearer(&store, 1).await;
+    let cfg = QueryConfig::default();
+    let radius_m = 50.0;
+    // start and old end below the scene's box, the late fix across it from the start
+    let (a, old_end, late) = ((-700.0, -70.0), (700.0, -270.0), (700.0, 70.0));
+    let (frame, centre) = (0..400)
+        .map(|k| {
+            let c = LocalFrame::new(CENTRE)
+                .to_latlon(f64::from(k % 20) * 150.0, f64::from(k / 20) * 150.0);
+            (LocalFrame::new(c), c)
+        })
+        .find(|(frame, c)| {
+            let at = |p: (f64, f64)| frame.to_latlon(p.0, p.1);
+            let cover = scene_cover(*c, radius_m).unwrap().coarse;
+            let old = segment_cells(at(a), at(old_end)).unwrap();
+            let new = segment_cells(at(a), at(late)).unwrap();
+            let shared: Vec<&i64> = cover.iter().filter(|c| new.contains(c)).collect();
+            !shared.is_empty() && shared.iter().all(|c| old.contains(c))
+        })
+        .expect("a placement where the late segment's cells near the scene are the old one's");
+    let row = |t_s: i64, p: (f64, f64)| {
+        fix_row(
+            device_pk,
+            Some(subject_pk),
+            T0 + t_s * 1_000_000,
+            Some(frame.to_latlon(p.0, p.1)),
+            5.0,
+        )
+    };
+    let on_time = [row(0, a), row(120, old_end)];
+    let late_fix = [row(60, late)];
+    store.insert_fixes(&on_time).await.unwrap();
+    store.insert_fixes(&late_fix).await.unwrap();
+    let scene = SceneQuery {
+        center: centre,
+        radius_m,
+        from_us: T0,
+        to_us: T0 + 120 * 1_000_000,
+    };
+    let all: Vec<QFix> = on_time
+        .iter()
+        .chain(&late_fix)
+        .filter_map(FixRow::qfix)
+        .collect();
+    let want = scene_matches(&all, &scene, &cfg);
+    assert_eq!(want.len(), 1, "the late segment passes through the scene");
+    assert_eq!(want[0].method, MatchMethod::Interpolated);
+    assert_eq!(index_answer(&store, &scene, &cfg).await, want);
+}
+
 /// A SQLite file written before migration 5 (which moved the fine index out of `fixes` into
 /// `fix_cells` and shrank the rows): after the migration every fix reads back as it was
 /// stored, its values rounded to hundredths as ingest now does, and scenes find the same
@@ -294,6 +364,22 @@ async fn sqlite_fixes_stored_before_migration_5_read_back_and_are_found() {
         .await
         .unwrap();
     }
+    // and the long segments' index rows, as the indexer wrote them
+    let mut sorted = rows.clone();
+    sorted.sort_by_key(|r| (r.device_pk, r.ts));
+    let keys: HashSet<(i64, i64)> = sorted.iter().map(|r| (r.device_pk, r.ts)).collect();
+    for (cell, t0, t1, d) in segment_rows(&sorted, &keys) {
+        sqlx::query(
+            "INSERT OR IGNORE INTO fix_segments (cell, t0, t1, device_pk) VALUES (?, ?, ?, ?)",
+        )
+        .bind(cell)
+        .bind(t0)
+        .bind(t1)
+        .bind(d)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
     pool.close().await;
 
     let store = Store::connect(&url).await.unwrap();
@@ -316,6 +402,130 @@ async fn sqlite_fixes_stored_before_migration_5_read_back_and_are_found() {
     }
     assert_eq!(read, rows);
     let all: Vec<QFix> = rows.iter().filter_map(FixRow::qfix).collect();
+    let (matches, interpolated) = compare_scenes(&store, &all, &mut rng, 100).await;
+    assert!(
+        matches > 40 && interpolated > 2,
+        "{matches} matches, {interpolated} interpolated"
+    );
+}
+
+/// The `fix_segments` rows `(cell, t0, t1, device)` the segment indexer writes when the
+/// keys `new` of `stored` (sorted by device, then time) arrive: a row per coarse cell of
+/// every long pair of consecutive positioned, attributed fixes with a new one, at most
+/// [`SEGMENT_INDEX_MAX_GAP_US`] apart. For stores written by hand in an older schema.
+fn segment_rows(stored: &[FixRow], new: &HashSet<(i64, i64)>) -> Vec<(i64, i64, i64, i64)> {
+    let positioned: Vec<(i64, i64, LatLon)> = stored
+        .iter()
+        .filter_map(|r| r.qfix().map(|q| (r.device_pk, r.ts, q.pos)))
+        .collect();
+    let mut out = Vec::new();
+    for w in positioned.windows(2) {
+        let ((d, t0, a), (e, t1, b)) = (w[0], w[1]);
+        if d == e
+            && t1 - t0 <= SEGMENT_INDEX_MAX_GAP_US
+            && (new.contains(&(d, t0)) || new.contains(&(d, t1)))
+            && is_long_segment(a, b)
+        {
+            out.extend(
+                segment_cells(a, b)
+                    .unwrap()
+                    .into_iter()
+                    .map(|c| (c, t0, t1, d)),
+            );
+        }
+    }
+    out
+}
+
+/// A PostgreSQL store written before migration 9 (which gave each `fix_segments` row its
+/// segment's bounding box, and the lookup a filter on it): the rows the indexer wrote then,
+/// stale ones left by late fixes included, get boxes that hold every segment they stand
+/// for, and scenes find the same matches as brute force.
+#[tokio::test]
+async fn postgres_segments_indexed_before_migration_9_get_boxes_and_are_found() {
+    let (url, _guard) = fresh_database(Backend::Postgres).await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+    let mut before = sqlx::migrate::Migrator::new(dir).await.unwrap();
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version <= 8)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await.unwrap();
+    let wearers: Vec<(i64, i64)> = (1..=DEVICES as i64).map(|i| (i, i)).collect();
+    for &(pk, _) in &wearers {
+        for insert in [
+            "INSERT INTO subjects (pk, id, timezone, created_at) \
+             VALUES ($1, 'S-' || $1, 'Europe/London', 0)",
+            "INSERT INTO devices (pk, id, subject_pk, created_at) VALUES ($1, 'D-' || $1, $1, 0)",
+            "INSERT INTO device_assignments (device_pk, subject_pk, from_us) VALUES ($1, $1, 0)",
+        ] {
+            sqlx::query(insert).bind(pk).execute(&pool).await.unwrap();
+        }
+    }
+    let mut rng = StdRng::seed_from_u64(0x0009);
+    // vehicles whose segments are mostly found through the coarse index alone: longer than
+    // twice the reach of the fine index's hit disk beyond a scene's radius
+    let (on_time, late) = tracks_with(&wearers, &mut rng, 1_000.0..2_500.0);
+    // what the indexer wrote then: after each insert, a row per coarse cell of every long
+    // pair of consecutive fixes with a new one, keys already there left as they were
+    let mut stored: Vec<FixRow> = Vec::new();
+    for batch in [on_time, late] {
+        for r in &batch {
+            sqlx::query(
+                "INSERT INTO fixes (device_pk, ts, subject_pk, lat_e7, lon_e7, accuracy_m, \
+                 source, flags, received_at, cell) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(r.device_pk)
+            .bind(r.ts)
+            .bind(r.subject_pk)
+            .bind(r.lat_e7)
+            .bind(r.lon_e7)
+            .bind(r.accuracy_m)
+            .bind(r.source)
+            .bind(r.flags)
+            .bind(r.received_at)
+            .bind(r.cell)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        let new: HashSet<(i64, i64)> = batch.iter().map(|r| (r.device_pk, r.ts)).collect();
+        stored.extend(batch);
+        stored.sort_by_key(|r| (r.device_pk, r.ts));
+        for (cell, t0, t1, d) in segment_rows(&stored, &new) {
+            sqlx::query(
+                "INSERT INTO fix_segments (cell, t0, t1, device_pk) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(cell)
+            .bind(t0)
+            .bind(t1)
+            .bind(d)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    }
+    pool.close().await;
+
+    let store = Store::connect(&url).await.unwrap();
+    let Store::Postgres(pg) = &store else {
+        unreachable!()
+    };
+    let (rows, unboxed): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE lat_lo IS NULL OR lat_hi IS NULL \
+             OR lon_lo IS NULL OR lon_hi IS NULL) FROM fix_segments",
+    )
+    .fetch_one(pg.pool())
+    .await
+    .unwrap();
+    assert!(rows > 100, "{rows} segment rows");
+    assert_eq!(unboxed, 0, "every row written before gets its box");
+    let all: Vec<QFix> = stored.iter().filter_map(FixRow::qfix).collect();
     let (matches, interpolated) = compare_scenes(&store, &all, &mut rng, 100).await;
     assert!(
         matches > 40 && interpolated > 2,
@@ -381,7 +591,8 @@ async fn the_purge_keeps_the_index_of_what_it_keeps(backend: Backend) {
 on_both_stores!(
     the_purge_keeps_the_index_of_what_it_keeps,
     index_answers_equal_brute_force,
-    a_fix_between_two_close_intervals_is_not_skipped
+    a_fix_between_two_close_intervals_is_not_skipped,
+    a_late_fix_that_turns_a_long_segment_through_the_scene_is_found
 );
 
 /// Two servers on one PostgreSQL database, taking turns with every device's fixes: each

@@ -88,27 +88,50 @@ pub(super) struct Pt {
     pub lon_e7: i32,
 }
 
-/// One `fix_segments` row.
+impl Pt {
+    /// `r` as the segment indexer takes it: only a fix that is positioned and attributed
+    /// to a subject. The matcher links the fixes a scene reads, which are those; a
+    /// positioned fix without a subject between two of a subject's fixes is not one of
+    /// them, so the segment between those two must be indexed as it stands (the store's
+    /// statements spell out the same rule as `lat_e7 IS NOT NULL AND subject_pk IS NOT
+    /// NULL`).
+    pub fn of(r: &FixRow) -> Option<Pt> {
+        r.subject_pk?;
+        Some(Pt {
+            device_pk: r.device_pk,
+            ts: r.ts,
+            lat_e7: r.lat_e7?,
+            lon_e7: r.lon_e7?,
+        })
+    }
+}
+
+/// One `fix_segments` row, with the segment's bounding box (degrees × 10^7; stored on
+/// PostgreSQL, migration postgres/0009).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct SegRow {
     pub cell: i64,
     pub t0: Micros,
     pub t1: Micros,
     pub device_pk: i64,
+    pub lat_lo: i32,
+    pub lat_hi: i32,
+    pub lon_lo: i32,
+    pub lon_hi: i32,
 }
 
 fn latlon(lat_e7: i32, lon_e7: i32) -> LatLon {
     LatLon::new(f64::from(lat_e7) / 1e7, f64::from(lon_e7) / 1e7)
 }
 
-/// Per device of the batch: the time range of its stored, positioned, newly inserted fixes
-/// (the indexer reads the stored neighbours just outside it).
+/// Per device of the batch: the time range of its stored, newly inserted fixes that the
+/// indexer takes ([`Pt::of`]); it reads the stored neighbours just outside it.
 pub(super) fn batch_ranges(rows: &[FixRow], stored: &[bool]) -> Vec<(i64, Micros, Micros)> {
     let mut by_device: BTreeMap<i64, (Micros, Micros)> = BTreeMap::new();
     for (r, _) in rows
         .iter()
         .zip(stored)
-        .filter(|(r, s)| **s && r.lat_e7.is_some() && r.lon_e7.is_some())
+        .filter(|(r, s)| **s && Pt::of(r).is_some())
     {
         by_device
             .entry(r.device_pk)
@@ -124,25 +147,18 @@ pub(super) fn batch_ranges(rows: &[FixRow], stored: &[bool]) -> Vec<(i64, Micros
         .collect()
 }
 
-/// The positioned fixes of a group that were stored (`stored[i]` for `rows[i]`), as the
-/// segment indexer takes them.
+/// The fixes of a group that were stored (`stored[i]` for `rows[i]`), as the segment
+/// indexer takes them ([`Pt::of`]).
 pub(super) fn new_points(rows: &[FixRow], stored: &[bool]) -> Vec<Pt> {
     rows.iter()
         .zip(stored)
         .filter(|(_, s)| **s)
-        .filter_map(|(r, _)| {
-            Some(Pt {
-                device_pk: r.device_pk,
-                ts: r.ts,
-                lat_e7: r.lat_e7?,
-                lon_e7: r.lon_e7?,
-            })
-        })
+        .filter_map(|(r, _)| Pt::of(r))
         .collect()
 }
 
 /// The coarse rows of the long segments that the new fixes form with their neighbours.
-/// `pts` are, per device, the stored positioned fixes from the one before the batch's
+/// `pts` are, per device, the stored fixes [`Pt::of`] takes from the one before the batch's
 /// range to the one after it (new fixes included); `new` are the keys inserted now. Only
 /// pairs with a new fix are indexed (the others were when their later fix arrived).
 pub(super) fn long_segments(mut pts: Vec<Pt>, new: &HashSet<(i64, i64)>) -> Vec<SegRow> {
@@ -167,6 +183,10 @@ pub(super) fn long_segments(mut pts: Vec<Pt>, new: &HashSet<(i64, i64)>) -> Vec<
                 t0: a.ts,
                 t1: b.ts,
                 device_pk: a.device_pk,
+                lat_lo: a.lat_e7.min(b.lat_e7),
+                lat_hi: a.lat_e7.max(b.lat_e7),
+                lon_lo: a.lon_e7.min(b.lon_e7),
+                lon_hi: a.lon_e7.max(b.lon_e7),
             })),
             // a jump of over 1,000 km is a position glitch, not a journey
             Err(e) => tracing::debug!(device_pk = a.device_pk, error = %e, "segment not indexed"),

@@ -47,7 +47,7 @@ fn fixes(rows: &[PgRow]) -> Result<Vec<FixRow>> {
 /// the long segments the new fixes form with their stored neighbours. A device whose new
 /// fixes are all newer than its newest stored one, when `newest` knows that, needs no read;
 /// the others' neighbours are read with key seeks. Returns what the devices' newest stored
-/// positioned fixes are once this commits (`None`: not known), for `newest`.
+/// fixes the indexer takes are once this commits (`None`: not known), for `newest`.
 #[tracing::instrument(skip_all)]
 pub(super) async fn index_segments(
     conn: &mut PgConnection,
@@ -105,33 +105,45 @@ pub(super) async fn index_segments(
     if segs.is_empty() {
         return Ok(learned);
     }
+    // A row already there with the same start stands for a segment this one shortens (a
+    // fix arrived late in between): its box grows to hold this one's too (migration
+    // postgres/0009). Its `t1` stays: the longer interval holds the shorter.
     sqlx::query(
-        "INSERT INTO fix_segments (cell, t0, t1, device_pk) \
-         SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int4[]) \
-         ON CONFLICT DO NOTHING",
+        "INSERT INTO fix_segments AS s (cell, t0, t1, device_pk, lat_lo, lat_hi, lon_lo, lon_hi) \
+         SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int4[], \
+                              $5::int4[], $6::int4[], $7::int4[], $8::int4[]) \
+         ON CONFLICT (cell, t0, device_pk) DO UPDATE SET \
+             lat_lo = least(s.lat_lo, excluded.lat_lo), lat_hi = greatest(s.lat_hi, excluded.lat_hi), \
+             lon_lo = least(s.lon_lo, excluded.lon_lo), lon_hi = greatest(s.lon_hi, excluded.lon_hi) \
+         WHERE s.lat_lo IS NOT NULL AND NOT (s.lat_lo <= excluded.lat_lo AND s.lat_hi >= excluded.lat_hi \
+             AND s.lon_lo <= excluded.lon_lo AND s.lon_hi >= excluded.lon_hi)",
     )
     .bind(segs.iter().map(|s| s.cell).collect::<Vec<_>>())
     .bind(segs.iter().map(|s| s.t0).collect::<Vec<_>>())
     .bind(segs.iter().map(|s| s.t1).collect::<Vec<_>>())
     .bind(segs.iter().map(|s| s.device_pk as i32).collect::<Vec<_>>())
+    .bind(segs.iter().map(|s| s.lat_lo).collect::<Vec<_>>())
+    .bind(segs.iter().map(|s| s.lat_hi).collect::<Vec<_>>())
+    .bind(segs.iter().map(|s| s.lon_lo).collect::<Vec<_>>())
+    .bind(segs.iter().map(|s| s.lon_hi).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
     Ok(learned)
 }
 
-/// Per `(device, lo, hi)`: the device's stored positioned fixes from the one before `lo`
-/// to the one after `hi` (new fixes included), by key seeks.
+/// Per `(device, lo, hi)`: the device's stored fixes the indexer takes (`Pt::of`) from the
+/// one before `lo` to the one after `hi` (new fixes included), by key seeks.
 async fn neighbours(conn: &mut PgConnection, ranges: &[(i64, i64, i64)]) -> Result<Vec<Pt>> {
     Ok(sqlx::query_as::<_, (i64, i64, i32, i32)>(
         "SELECT f.device_pk::int8, f.ts, f.lat_e7, f.lon_e7 \
          FROM UNNEST($1::int4[], $2::int8[], $3::int8[]) AS j(d, lo, hi) \
          CROSS JOIN LATERAL (SELECT \
              coalesce((SELECT g.ts FROM fixes g WHERE g.device_pk = j.d AND g.ts < j.lo \
-                       AND g.lat_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1), j.lo) AS a, \
+                       AND g.lat_e7 IS NOT NULL AND g.subject_pk IS NOT NULL ORDER BY g.ts DESC LIMIT 1), j.lo) AS a, \
              coalesce((SELECT g.ts FROM fixes g WHERE g.device_pk = j.d AND g.ts > j.hi \
-                       AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1), j.hi) AS b) r \
+                       AND g.lat_e7 IS NOT NULL AND g.subject_pk IS NOT NULL ORDER BY g.ts LIMIT 1), j.hi) AS b) r \
          JOIN fixes f ON f.device_pk = j.d AND f.ts BETWEEN r.a AND r.b \
-         WHERE f.lat_e7 IS NOT NULL AND f.lon_e7 IS NOT NULL",
+         WHERE f.lat_e7 IS NOT NULL AND f.lon_e7 IS NOT NULL AND f.subject_pk IS NOT NULL",
     )
     .bind(ranges.iter().map(|r| r.0 as i32).collect::<Vec<_>>())
     .bind(ranges.iter().map(|r| r.1).collect::<Vec<_>>())
@@ -171,11 +183,11 @@ pub(super) async fn at_time(
              UNION ALL \
              SELECT {FIX_SELECT} FROM d CROSS JOIN LATERAL (SELECT * FROM fixes g \
                  WHERE g.device_pk = d.pk AND g.ts < $2 AND g.subject_pk = (SELECT pk FROM s) \
-                   AND g.lat_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1) f \
+                   AND g.lat_e7 IS NOT NULL AND g.subject_pk IS NOT NULL ORDER BY g.ts DESC LIMIT 1) f \
              UNION ALL \
              SELECT {FIX_SELECT} FROM d CROSS JOIN LATERAL (SELECT * FROM fixes g \
                  WHERE g.device_pk = d.pk AND g.ts > $3 AND g.subject_pk = (SELECT pk FROM s) \
-                   AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1) f) \
+                   AND g.lat_e7 IS NOT NULL AND g.subject_pk IS NOT NULL ORDER BY g.ts LIMIT 1) f) \
          SELECT s.pk AS subject, near.*, v.id AS device_id \
          FROM s LEFT JOIN near ON true LEFT JOIN devices v ON v.pk = near.device_pk"
     ))
@@ -225,7 +237,9 @@ pub(super) async fn scene_rows(
            AND ((lat_e7 - $8) * $9) ^ 2 + ((lon_e7 - $10) * $11) ^ 2 <= $12 ^ 2 \
          UNION ALL \
          SELECT device_pk::int8, t0, t1 FROM fix_segments \
-         WHERE cell = ANY($2) AND t0 BETWEEN $4 AND $7 AND t1 >= $6",
+         WHERE cell = ANY($2) AND t0 BETWEEN $4 AND $7 AND t1 >= $6 \
+           AND (lat_lo IS NULL \
+                OR (lat_lo <= $14 AND lat_hi >= $13 AND lon_lo <= $16 AND lon_hi >= $15))",
     )
     .bind(q.fine)
     .bind(q.coarse)
@@ -239,6 +253,10 @@ pub(super) async fn scene_rows(
     .bind(q.hits.lon_e7)
     .bind(q.hits.m_per_lon_e7)
     .bind(q.hits.radius_m)
+    .bind(q.bx.lat_lo)
+    .bind(q.bx.lat_hi)
+    .bind(q.bx.lon_lo)
+    .bind(q.bx.lon_hi)
     .fetch_all(&mut *conn)
     .await?;
     if ranges.is_empty() {

@@ -1,6 +1,7 @@
-//! What a PostgreSQL store remembers of each device's newest stored positioned fix, and
-//! when that memory may be trusted: the segment indexer's neighbour before a group of new
-//! fixes without a key seek per device (migration postgres/0006 says why).
+//! What a PostgreSQL store remembers of each device's newest stored fix that the segment
+//! indexer takes (positioned and attributed, `Pt::of`), and when that memory may be
+//! trusted: the segment indexer's neighbour before a group of new fixes without a key seek
+//! per device (migration postgres/0006 says why).
 //!
 //! Every statement that writes `fixes` bumps `fix_writes.seq` (a statement trigger), and
 //! [`super::PgStore::insert_fixes`] bumps it once more in its insert, reading the value
@@ -10,7 +11,7 @@
 //! remembered is still true; any other value (or a failed transaction) forgets it all.
 //!
 //! Invariants:
-//! - an entry, when present, is exactly the device's newest positioned fix in `fixes` as
+//! - an entry, when present, is exactly the device's newest such fix in `fixes` as
 //!   of the commit that `left` counts (`None`: the device has none);
 //! - only inserts holding the store's insert lock (see `PgStore::insert_fixes`) read or
 //!   change this, one at a time, from before their insert to after their commit.
@@ -37,7 +38,7 @@ impl Newest {
         self.left = None;
     }
 
-    /// The device's newest positioned stored fix when known (`Some(None)`: it has none).
+    /// The device's newest such stored fix when known (`Some(None)`: it has none).
     pub(super) fn get(&self, device_pk: i64) -> Option<Option<Pt>> {
         self.last.get(&device_pk).copied()
     }

@@ -83,17 +83,18 @@ pub(super) fn index_segments(
         .filter(|(_, s)| **s)
         .map(|(r, _)| (r.device_pk, r.ts))
         .collect();
-    // the new fixes themselves, then per device the positioned fixes from the one before
-    // the group's range to the one after it, in the tail and (by key seeks) in the table
+    // the new fixes themselves, then per device the fixes the indexer takes (`Pt::of`:
+    // positioned and attributed) from the one before the group's range to the one after
+    // it, in the tail and (by key seeks) in the table
     let mut pts = new_points(rows, stored);
     let mut st = db.prepare_cached(
         "SELECT f.device_pk, f.ts, f.lat_e7, f.lon_e7 FROM fixes f \
          WHERE f.device_pk = ?1 \
            AND f.ts >= coalesce((SELECT g.ts FROM fixes g WHERE g.device_pk = ?1 AND g.ts < ?2 \
-                                 AND g.lat_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1), ?2) \
+                                 AND g.lat_e7 IS NOT NULL AND g.subject_pk IS NOT NULL ORDER BY g.ts DESC LIMIT 1), ?2) \
            AND f.ts <= coalesce((SELECT g.ts FROM fixes g WHERE g.device_pk = ?1 AND g.ts > ?3 \
-                                 AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1), ?3) \
-           AND f.lat_e7 IS NOT NULL AND f.lon_e7 IS NOT NULL",
+                                 AND g.lat_e7 IS NOT NULL AND g.subject_pk IS NOT NULL ORDER BY g.ts LIMIT 1), ?3) \
+           AND f.lat_e7 IS NOT NULL AND f.lon_e7 IS NOT NULL AND f.subject_pk IS NOT NULL",
     )?;
     for &(d, lo, hi) in &ranges {
         let (near, table_needed) = tail.neighbours(d, lo, hi);
@@ -171,12 +172,12 @@ fn read_at_time(
          UNION ALL \
          SELECT {FIX_COLUMNS} FROM fixes WHERE (device_pk, ts) IN ( \
              SELECT a.device_pk, (SELECT g.ts FROM fixes g WHERE g.device_pk = a.device_pk \
-                 AND g.ts < ?2 AND g.subject_pk = ?1 AND g.lat_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1) \
+                 AND g.ts < ?2 AND g.subject_pk = ?1 AND g.lat_e7 IS NOT NULL AND g.subject_pk IS NOT NULL ORDER BY g.ts DESC LIMIT 1) \
              FROM device_assignments a WHERE a.subject_pk = ?1) \
          UNION ALL \
          SELECT {FIX_COLUMNS} FROM fixes WHERE (device_pk, ts) IN ( \
              SELECT a.device_pk, (SELECT g.ts FROM fixes g WHERE g.device_pk = a.device_pk \
-                 AND g.ts > ?3 AND g.subject_pk = ?1 AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1) \
+                 AND g.ts > ?3 AND g.subject_pk = ?1 AND g.lat_e7 IS NOT NULL AND g.subject_pk IS NOT NULL ORDER BY g.ts LIMIT 1) \
              FROM device_assignments a WHERE a.subject_pk = ?1)"
     );
     let subject_pk: Option<i64> = db

@@ -92,9 +92,9 @@ struct State {
     since: Option<Instant>,
     /// Per device, the newest `ts` that may be in `fixes` (`i64::MIN`: none).
     stored_max: HashMap<i64, Micros>,
-    /// Per device, when known exactly, the newest positioned fix in `fixes` (`None`: it
-    /// has none): the segment indexer's neighbour before a group newer than everything
-    /// stored, without a read.
+    /// Per device, when known exactly, the newest fix in `fixes` the segment indexer takes
+    /// ([`Pt::of`]: positioned and attributed; `None`: it has none): the indexer's
+    /// neighbour before a group newer than everything stored, without a read.
     stored_last: HashMap<i64, Option<Pt>>,
     epoch: Option<Epoch>,
 }
@@ -163,7 +163,7 @@ impl Tail {
         }
     }
 
-    /// Learns the newest positioned stored fix of a device from the indexer's read of the
+    /// Learns the newest stored fix of a device that the indexer takes from its read of the
     /// table before `lo`, when nothing stored is newer than `lo`.
     pub(super) fn learn_stored_last(&self, device_pk: i64, lo: Micros, read: &[Pt]) {
         let mut s = self.lock();
@@ -315,19 +315,12 @@ impl Tail {
     }
 
     /// The segment indexer's points from the tail for one device of a group whose new
-    /// positioned fixes span `[lo, hi]`: the tail's positioned fixes from the one before
+    /// fixes it takes ([`Pt::of`]) span `[lo, hi]`: the tail's such fixes from the one before
     /// `lo` to the one after `hi`. Also says whether the table can hold a nearer
     /// neighbour: not when the tail's fix before `lo` is newer than anything stored.
     pub(super) fn neighbours(&self, device_pk: i64, lo: Micros, hi: Micros) -> (Vec<Pt>, bool) {
         let s = self.lock();
-        let pt = |r: &FixRow| {
-            Some(Pt {
-                device_pk,
-                ts: r.ts,
-                lat_e7: r.lat_e7?,
-                lon_e7: r.lon_e7?,
-            })
-        };
+        let pt = Pt::of;
         let before = s
             .rows
             .range((device_pk, i64::MIN)..(device_pk, lo))
@@ -411,17 +404,11 @@ impl Tail {
             s.rows.remove(&(r.device_pk, r.ts));
             let m = s.stored_max.entry(r.device_pk).or_insert(i64::MIN);
             *m = (*m).max(r.ts);
-            if let (Some(lat_e7), Some(lon_e7)) = (r.lat_e7, r.lon_e7) {
+            if let Some(p) = Pt::of(r) {
                 // only a known newest stays known; an unknown one stays unknown
                 if let Some(known) = s.stored_last.get_mut(&r.device_pk) {
-                    if known.is_none_or(|p| r.ts > p.ts) {
-                        let device_pk = r.device_pk;
-                        *known = Some(Pt {
-                            device_pk,
-                            ts: r.ts,
-                            lat_e7,
-                            lon_e7,
-                        });
+                    if known.is_none_or(|k| p.ts > k.ts) {
+                        *known = Some(p);
                     }
                 }
             }
