@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tagwatch::geodesy::{LatLon, LocalFrame};
+use tagwatch::model::fix::received_after;
 use tagwatch::query::at_time::location_at_time;
 use tagwatch::query::{QFix, QueryConfig};
 use tagwatch::store::{FixRow, Store};
@@ -383,6 +384,17 @@ async fn sqlite_the_ingest_writer_compacts_the_tail() {
                 .iter()
                 .map(|f| f["ts"].clone()),
         );
+        // each receipt time a whole number of milliseconds after its fix's time, from the
+        // tail and from the table alike
+        for f in v["items"].as_array().unwrap() {
+            let at = |k: &str| {
+                chrono::DateTime::parse_from_rfc3339(f[k].as_str().unwrap())
+                    .unwrap()
+                    .timestamp_micros()
+            };
+            let lag = at("received_at") - at("ts");
+            assert!(lag > 0 && lag % 1_000 == 0, "{f}");
+        }
         match v["next_cursor"].as_str() {
             Some(c) => next = format!("{path}&cursor={c}"),
             None => break,
@@ -458,4 +470,91 @@ async fn sqlite_a_writer_behind_a_stuck_transaction_fails_as_unavailable() {
     assert!(err.is_unavailable(), "{err}");
     drop(stuck);
     assert_eq!(store.insert_fixes(&[row]).await.unwrap(), [true]);
+}
+
+/// A SQLite file written before migration 7 (which keeps `received_at`'s lag after `ts` in
+/// whole milliseconds, not microseconds): every lag is rounded half up, as ingest now
+/// rounds it (`received_after`), negative lags (a fix stamped ahead of the server's clock)
+/// and exact halves included.
+#[tokio::test]
+async fn sqlite_lags_kept_in_microseconds_before_migration_7_read_back_to_the_millisecond() {
+    let (url, _guard) = fresh_database(Backend::Sqlite).await;
+    let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
+    let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
+        .await
+        .unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    let mut before = sqlx::migrate::Migrator::new(dir).await.unwrap();
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version <= 6)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await.unwrap();
+    for insert in [
+        "INSERT INTO subjects (pk, id, timezone, created_at) VALUES (1, 'S-1', 'Europe/London', 0)",
+        "INSERT INTO devices (pk, id, subject_pk, created_at) VALUES (1, 'D-1', 1, 0)",
+        "INSERT INTO device_assignments (device_pk, subject_pk, from_us) VALUES (1, 1, 0)",
+    ] {
+        sqlx::query(insert).execute(&pool).await.unwrap();
+    }
+    let lags_us: [i64; 14] = [
+        -86_400_000_001,
+        -1_500,
+        -1_499,
+        -501,
+        -500,
+        -499,
+        0,
+        499,
+        500,
+        1_499,
+        1_500,
+        2_000_123,
+        259_200_000_000,
+        259_200_000_500,
+    ];
+    let mut want = Vec::new();
+    for (i, lag) in lags_us.iter().enumerate() {
+        let ts = T0 + i as i64 * MINUTE_US + 123;
+        sqlx::query(
+            "INSERT INTO fixes (device_pk, ts, subject_pk, lat_e7, lon_e7, source, flags, \
+             received_lag_us) VALUES (1, ?, 1, 515000000, -1000000, 1, 0, ?)",
+        )
+        .bind(ts)
+        .bind(lag)
+        .execute(&pool)
+        .await
+        .unwrap();
+        want.push((ts, received_after(ts, ts + lag)));
+    }
+    pool.close().await;
+
+    let store = Store::connect(&url).await.unwrap();
+    let got: Vec<(i64, i64)> = store
+        .device_fixes(1, i64::MIN, i64::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| (f.ts, f.received_at))
+        .collect();
+    assert_eq!(got, want);
+    // half up: −1.5 ms → −1 ms, −0.5 ms → 0, 0.5 ms → 1 ms, 1.5 ms → 2 ms
+    let ms = |i: usize| (got[i].1 - got[i].0) / 1_000;
+    assert_eq!(
+        [
+            ms(1),
+            ms(2),
+            ms(3),
+            ms(4),
+            ms(5),
+            ms(7),
+            ms(8),
+            ms(10),
+            ms(13)
+        ],
+        [-1, -1, -1, 0, 0, 0, 1, 2, 259_200_001]
+    );
 }

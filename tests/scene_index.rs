@@ -385,6 +385,7 @@ async fn sqlite_fixes_stored_before_migration_5_read_back_and_are_found() {
     let store = Store::connect(&url).await.unwrap();
     let hundredths = |v: Option<f32>| v.map(|v| tagwatch::model::fix::hundredths(f64::from(v)));
     for r in &mut rows {
+        r.received_at = tagwatch::model::fix::received_after(r.ts, r.received_at);
         r.accuracy_m = hundredths(r.accuracy_m);
         r.speed_mps = hundredths(r.speed_mps);
         r.heading_deg = hundredths(r.heading_deg);

@@ -19,7 +19,7 @@ use super::auth::{self, Principal};
 use super::{problems, AppState};
 use crate::error::ApiError;
 use crate::ingest::parse::{self, Item};
-use crate::model::fix::{pack_flags, TimeLimits};
+use crate::model::fix::{pack_flags, received_after, TimeLimits};
 use crate::model::{time, Fix, Role};
 use crate::store::FixRow;
 
@@ -78,7 +78,9 @@ pub struct IngestResult {
     pub rejected: Vec<Rejected>,
 }
 
-fn row_of(fix: &Fix, device_pk: i64, subject_pk: Option<i64>, received_at: i64) -> FixRow {
+/// The row stored for `fix`, received at `now` (kept to the millisecond after its time,
+/// `received_after`).
+fn row_of(fix: &Fix, device_pk: i64, subject_pk: Option<i64>, now: i64) -> FixRow {
     FixRow {
         device_pk,
         ts: fix.ts,
@@ -91,7 +93,7 @@ fn row_of(fix: &Fix, device_pk: i64, subject_pk: Option<i64>, received_at: i64) 
         heading_deg: fix.heading_deg,
         battery_pct: fix.battery_pct,
         flags: pack_flags(fix.tamper, fix.charging),
-        received_at,
+        received_at: received_after(fix.ts, now),
         cell: FixRow::cell_of(fix.pos_e7.map(|p| p.0), fix.pos_e7.map(|p| p.1)),
     }
 }

@@ -130,6 +130,20 @@ pub fn hundredths(v: f64) -> f32 {
     ((v * 100.0).round() / 100.0) as f32
 }
 
+/// When a fix of time `ts` received at `now` is kept as received: `ts` plus the lag rounded
+/// to whole milliseconds (half up), as the stores keep it — within half a millisecond of
+/// the server's clock, which is all the receipt time is for (how late a fix came), and a
+/// lag SQLite stores in two to four bytes instead of three to six (DECISIONS "Fix values").
+pub fn received_after(ts: Micros, now: Micros) -> Micros {
+    ts.saturating_add(lag_ms(ts, now).saturating_mul(1_000))
+}
+
+/// `now − ts` in whole milliseconds, rounded half up: the lag SQLite stores (migration
+/// sqlite/0007).
+pub fn lag_ms(ts: Micros, now: Micros) -> i64 {
+    now.saturating_sub(ts).saturating_add(500).div_euclid(1_000)
+}
+
 impl PingIn {
     /// Checks one ping against SPEC §2's per-item rules. The error is the `error` string of
     /// the item's rejection.
@@ -227,6 +241,29 @@ mod tests {
         serde_json::from_str::<PingIn>(json)
             .unwrap()
             .validate(limits())
+    }
+
+    #[test]
+    fn receipt_times_are_kept_to_the_millisecond_after_the_fix_half_up() {
+        let ts = 1_000_000_123;
+        for (now, lag) in [
+            (ts, 0),
+            (ts + 499, 0),
+            (ts + 500, 1),
+            (ts + 1_499, 1),
+            (ts + 1_500, 2),
+            (ts - 499, 0),
+            (ts - 500, 0),
+            (ts - 501, -1),
+            (ts - 1_500, -1),
+            (ts - 1_501, -2),
+        ] {
+            assert_eq!(lag_ms(ts, now), lag, "{}", now - ts);
+            let kept = received_after(ts, now);
+            assert_eq!(kept, ts + lag * 1_000);
+            assert!((kept - now).abs() <= 500);
+        }
+        assert_eq!(lag_ms(i64::MIN, i64::MAX), i64::MAX / 1_000);
     }
 
     #[test]

@@ -477,9 +477,9 @@ impl Store {
     /// The newest fix of a device: `(ts, received_at)`.
     pub async fn newest_fix(&self, device_pk: i64) -> Result<Option<(Micros, Micros)>> {
         let q = match self {
-            // SQLite keeps `received_at` as a lag after `ts` (migration sqlite/0005)
+            // SQLite keeps `received_at` as a lag after `ts` (migrations sqlite/0005, 0007)
             Store::Sqlite(_) => {
-                "SELECT ts, ts + received_lag_us FROM fixes \
+                "SELECT ts, ts + received_lag_ms * 1000 FROM fixes \
                                  WHERE device_pk = ? ORDER BY ts DESC LIMIT 1"
             }
             Store::Postgres(_) => {

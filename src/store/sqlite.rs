@@ -16,6 +16,7 @@ use super::sqlite_lawful::{on_handle, plan_without_bound_values};
 use super::sqlite_tail::{decode, encode, Chunk, Seen, Tail, CHUNK_ROWS};
 
 use super::{DeviceRow, FixRow, NewSubject, Result, StoreError, SubjectRow, Upkeep, UserRow};
+use crate::model::fix::lag_ms;
 use crate::model::Micros;
 
 /// The embedded store. Fixes are acknowledged through an append-only log and an
@@ -88,11 +89,12 @@ pub(super) fn fix(r: &SqliteRow) -> std::result::Result<FixRow, sqlx::Error> {
 }
 
 /// A fix's columns as [`fix`] reads them, decoded from `fixes`' storage (migration
-/// sqlite/0005): values in hundredths, `received_at` as a lag after `ts`.
+/// sqlite/0005): values in hundredths, `received_at` as a lag after `ts` in whole
+/// milliseconds (migration sqlite/0007).
 pub(super) const FIX_COLUMNS: &str = "device_pk, ts, subject_pk, lat_e7, lon_e7, \
     accuracy_cm / 100.0 AS accuracy_m, source, speed_cmps / 100.0 AS speed_mps, \
     heading_cdeg / 100.0 AS heading_deg, battery_cpct / 100.0 AS battery_pct, flags, \
-    ts + received_lag_us AS received_at";
+    ts + received_lag_ms * 1000 AS received_at";
 
 /// `v × 100` as `fixes` stores it: the whole number of hundredths when that reads back as
 /// exactly `v` (always, for values ingest rounded to 0.01 below about 80 km), so that SQLite
@@ -606,7 +608,7 @@ impl SqliteStore {
         on_handle(&mut tx, |db| {
             let mut st = db.prepare(
                 "INSERT INTO fixes (device_pk, ts, subject_pk, lat_e7, lon_e7, accuracy_cm, \
-                 source, speed_cmps, heading_cdeg, battery_cpct, flags, received_lag_us) \
+                 source, speed_cmps, heading_cdeg, battery_cpct, flags, received_lag_ms) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_pk, ts) DO NOTHING",
             )?;
             let mut cells = db.prepare(
@@ -628,7 +630,7 @@ impl SqliteStore {
                     hundredths_of(r.heading_deg),
                     hundredths_of(r.battery_pct),
                     r.flags,
-                    r.received_at - r.ts,
+                    lag_ms(r.ts, r.received_at),
                 ])?;
                 // a fix without a position has no cell (`FixRow::cell_of`)
                 if let Some(cell) = r.cell {
