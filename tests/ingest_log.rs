@@ -483,16 +483,11 @@ async fn sqlite_lags_kept_in_microseconds_before_migration_7_read_back_to_the_mi
     let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
         .await
         .unwrap();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
-    let mut before = sqlx::migrate::Migrator::new(dir).await.unwrap();
-    before.migrations = before
-        .migrations
-        .iter()
-        .filter(|m| m.version <= 6)
-        .cloned()
-        .collect::<Vec<_>>()
-        .into();
-    before.run(&pool).await.unwrap();
+    common::migrations_up_to(Backend::Sqlite, 6)
+        .await
+        .run(&pool)
+        .await
+        .unwrap();
     for insert in [
         "INSERT INTO subjects (pk, id, timezone, created_at) VALUES (1, 'S-1', 'Europe/London', 0)",
         "INSERT INTO devices (pk, id, subject_pk, created_at) VALUES (1, 'D-1', 1, 0)",

@@ -311,16 +311,11 @@ async fn sqlite_fixes_stored_before_migration_5_read_back_and_are_found() {
     let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
         .await
         .unwrap();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
-    let mut before = sqlx::migrate::Migrator::new(dir).await.unwrap();
-    before.migrations = before
-        .migrations
-        .iter()
-        .filter(|m| m.version <= 4)
-        .cloned()
-        .collect::<Vec<_>>()
-        .into();
-    before.run(&pool).await.unwrap();
+    common::migrations_up_to(Backend::Sqlite, 4)
+        .await
+        .run(&pool)
+        .await
+        .unwrap();
     let wearers: Vec<(i64, i64)> = (1..=DEVICES as i64).map(|i| (i, i)).collect();
     for &(pk, _) in &wearers {
         for insert in [
@@ -446,16 +441,11 @@ fn segment_rows(stored: &[FixRow], new: &HashSet<(i64, i64)>) -> Vec<(i64, i64, 
 async fn postgres_segments_indexed_before_migration_9_get_boxes_and_are_found() {
     let (url, _guard) = fresh_database(Backend::Postgres).await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
-    let mut before = sqlx::migrate::Migrator::new(dir).await.unwrap();
-    before.migrations = before
-        .migrations
-        .iter()
-        .filter(|m| m.version <= 8)
-        .cloned()
-        .collect::<Vec<_>>()
-        .into();
-    before.run(&pool).await.unwrap();
+    common::migrations_up_to(Backend::Postgres, 8)
+        .await
+        .run(&pool)
+        .await
+        .unwrap();
     let wearers: Vec<(i64, i64)> = (1..=DEVICES as i64).map(|i| (i, i)).collect();
     for &(pk, _) in &wearers {
         for insert in [

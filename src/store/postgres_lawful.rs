@@ -223,10 +223,13 @@ pub(super) async fn at_time(
 /// windowing (on 10 M fixes, ≈5 k hits and ≈8 k loaded fixes: 23 ms at the median, against
 /// the reads' few milliseconds). Both reads are index-only scans: `fixes_cell_ts_at` for the
 /// hits, which carries the positions so that hits outside the [`HitDisk`] are dropped in
-/// the scan (migration postgres/0008), and the primary key, which carries the columns read
-/// here (migration postgres/0005), for each island's fixes.
+/// the scan (migration postgres/0008), and `fix_segments`' key, which carries each
+/// segment's bounding box so that segments whose box misses the scene's ([`SceneBox`]) are
+/// dropped in the scan too (migration postgres/0009); and the primary key, which carries
+/// the columns read here (migration postgres/0005), for each island's fixes.
 ///
 /// [`HitDisk`]: crate::query::cells::HitDisk
+/// [`SceneBox`]: crate::query::scene::SceneBox
 pub(super) async fn scene_rows(
     conn: &mut PgConnection,
     q: &SceneLookup<'_>,

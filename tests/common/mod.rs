@@ -310,3 +310,23 @@ macro_rules! on_both_stores {
         }
     };
 }
+
+/// The store's migrations (`migrations/sqlite` or `migrations/postgres`) up to `version`
+/// only: for tests that write a store as an older version left it, then open it with
+/// `Store::connect`, which runs the rest.
+pub async fn migrations_up_to(backend: Backend, version: i64) -> sqlx::migrate::Migrator {
+    let dir = match backend {
+        Backend::Sqlite => "migrations/sqlite",
+        Backend::Postgres => "migrations/postgres",
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut m = sqlx::migrate::Migrator::new(dir).await.unwrap();
+    m.migrations = m
+        .migrations
+        .iter()
+        .filter(|m| m.version <= version)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    m
+}
