@@ -61,6 +61,10 @@ pub struct Args {
     /// and index-only scans read the heap.
     #[arg(long)]
     pub vacuum_url: Option<String>,
+    /// Only the queries, against a store this driver already loaded with `--data` (a
+    /// re-run, e.g. with the file in the page cache); the report holds only them.
+    #[arg(long)]
+    pub queries_only: bool,
 }
 
 struct Api {
@@ -396,6 +400,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         rss_start_kb: crate::rss_kb(args.pid),
         ..Default::default()
     };
+    if args.queries_only {
+        let analyst = user(&api, &args.token, "compare analyst", "analyst").await?;
+        queries(&api, &analyst, &work, &mut out).await?;
+        return crate::write_json(&args.out, &out);
+    }
     setup(&api, &args.token, &args.data, &meta).await?;
     let gateway = user(&api, &args.token, "compare gateway", "device").await?;
     let analyst = user(&api, &args.token, "compare analyst", "analyst").await?;
