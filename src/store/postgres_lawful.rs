@@ -183,11 +183,11 @@ pub(super) async fn at_time(
              UNION ALL \
              SELECT {FIX_SELECT} FROM d CROSS JOIN LATERAL (SELECT * FROM fixes g \
                  WHERE g.device_pk = d.pk AND g.ts < $2 AND g.subject_pk = (SELECT pk FROM s) \
-                   AND g.lat_e7 IS NOT NULL AND g.subject_pk IS NOT NULL ORDER BY g.ts DESC LIMIT 1) f \
+                   AND g.lat_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1) f \
              UNION ALL \
              SELECT {FIX_SELECT} FROM d CROSS JOIN LATERAL (SELECT * FROM fixes g \
                  WHERE g.device_pk = d.pk AND g.ts > $3 AND g.subject_pk = (SELECT pk FROM s) \
-                   AND g.lat_e7 IS NOT NULL AND g.subject_pk IS NOT NULL ORDER BY g.ts LIMIT 1) f) \
+                   AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1) f) \
          SELECT s.pk AS subject, near.*, v.id AS device_id \
          FROM s LEFT JOIN near ON true LEFT JOIN devices v ON v.pk = near.device_pk"
     ))
