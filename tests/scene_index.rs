@@ -434,9 +434,9 @@ fn segment_rows(stored: &[FixRow], new: &HashSet<(i64, i64)>) -> Vec<(i64, i64, 
 }
 
 /// A PostgreSQL store written before migration 9 (which gave each `fix_segments` row its
-/// segment's bounding box, and the lookup a filter on it): the rows the indexer wrote then,
-/// stale ones left by late fixes included, get boxes that hold every segment they stand
-/// for, and scenes find the same matches as brute force.
+/// segment's bounding box, and the lookup a filter on it): its rows, stale ones left by
+/// late fixes included, get boxes that hold every segment they stand for, and scenes find
+/// the same matches as brute force.
 #[tokio::test]
 async fn postgres_segments_indexed_before_migration_9_get_boxes_and_are_found() {
     let (url, _guard) = fresh_database(Backend::Postgres).await;
@@ -461,8 +461,8 @@ async fn postgres_segments_indexed_before_migration_9_get_boxes_and_are_found() 
     // vehicles whose segments are mostly found through the coarse index alone: longer than
     // twice the reach of the fine index's hit disk beyond a scene's radius
     let (on_time, late) = tracks_with(&wearers, &mut rng, 1_000.0..2_500.0);
-    // what the indexer wrote then: after each insert, a row per coarse cell of every long
-    // pair of consecutive fixes with a new one, keys already there left as they were
+    // the index rows as the indexer writes them (`segment_rows`) but without boxes, as
+    // before migration 9: after each insert, keys already there left as they were
     let mut stored: Vec<FixRow> = Vec::new();
     for batch in [on_time, late] {
         for r in &batch {

@@ -75,6 +75,8 @@ pub struct TrailFix {
     pub heading_deg: Option<f32>,
     pub battery_pct: Option<f32>,
     pub tamper: Option<bool>,
+    /// When the server received the fix, kept to the whole millisecond after `ts` (within
+    /// half a millisecond of the server's clock).
     pub received_at: String,
 }
 

@@ -133,7 +133,8 @@ pub fn hundredths(v: f64) -> f32 {
 /// When a fix of time `ts` received at `now` is kept as received: `ts` plus the lag rounded
 /// to whole milliseconds (half up), as the stores keep it — within half a millisecond of
 /// the server's clock, which is all the receipt time is for (how late a fix came), and a
-/// lag SQLite stores in two to four bytes instead of three to six (DECISIONS "Fix values").
+/// lag SQLite stores in two to four bytes instead of three to six (DECISIONS "Receipt
+/// times").
 pub fn received_after(ts: Micros, now: Micros) -> Micros {
     ts.saturating_add(lag_ms(ts, now).saturating_mul(1_000))
 }

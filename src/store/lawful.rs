@@ -18,12 +18,12 @@
 //! `fixes(cell, ts)` index; on SQLite the table `fix_cells(cell, minute, device)`, one row
 //! per device, cell and minute with a fix (23.8 bytes a fix on the 10 M bench against 29
 //! for the index row per fix it replaced, and `fixes` no longer carries the cell: migration
-//! sqlite/0005), whose hits are whole minutes. `fix_segments` holds the
-//! res-7 cells of every long segment between consecutive fixes the matcher links
-//! ([`Pt::of`]; see [`crate::query::cells`]), written by the fix insert path
-//! ([`long_segments`]); on PostgreSQL with the segment's bounding box, which the lookup
-//! tests against the scene's box (migration postgres/0009). A scene query ([`LawfulTx::scene_matches`]) never
-//! reads a device's whole history:
+//! sqlite/0005), whose hits are whole minutes. `fix_segments` holds the res-7 cells of
+//! every long segment between consecutive fixes the matcher links ([`Pt::of`]; see
+//! [`crate::query::cells`]), written by the fix insert path ([`long_segments`]); on
+//! PostgreSQL with the segment's bounding box, which the lookup tests against the scene's
+//! box (migration postgres/0009). A scene query ([`LawfulTx::scene_matches`]) never reads
+//! a device's whole history:
 //! 1. *hits*: `(device, ts)` of every fix in a fine cell of the cover with `ts` in the
 //!    window widened by `max_gap`, read from the index alone, as intervals
 //!    `[ts − gap, ts + gap]` (on SQLite: `[minute start − gap, minute end + gap]`); and `[t0, t1]` of every long segment in a coarse cell that
@@ -55,8 +55,9 @@ use super::sqlite_tail::Tail;
 use super::{FixRow, Result, Store};
 
 /// Consecutive positioned, attributed fixes ([`Pt::of`]) of one device at most this far
-/// apart get `fix_segments` rows when they are long. One hour is far above any sensible `--max-gap-s` (default
-/// 300 s), so the index holds every linked long segment whatever the setting up to it.
+/// apart get `fix_segments` rows when they are long. One hour is far above any sensible
+/// `--max-gap-s` (default 300 s), so the index holds every linked long segment whatever
+/// the setting up to it.
 pub const SEGMENT_INDEX_MAX_GAP_US: i64 = 3_600 * 1_000_000;
 
 /// Audit entries read per round trip while verifying the chain.
