@@ -307,7 +307,7 @@ async fn at_time(
 ) -> bool {
     let mut t = Instant::now();
     let (_, est, _) = store
-        .at_time_audited(subject_id, at, cfg.max_gap_us(), |read| {
+        .at_time_audited(subject_id, at, |read| {
             phases.lap("begin+read", &mut t);
             let read = read.expect("a stored subject");
             let fixes: Vec<QFix> = read.fixes.iter().filter_map(FixRow::qfix).collect();

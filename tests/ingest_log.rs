@@ -114,10 +114,9 @@ async fn reads(store: &Store, wearers: &[(i64, i64)]) -> Reads {
             }
         }
         r.trails.push(trail);
-        for k in 0..12 {
-            let at = T0 + k * 20 * MINUTE_US + 17_000_000;
+        for at in at_times() {
             let read = tx
-                .at_time(&format!("S-{i}"), at, cfg.max_gap_us())
+                .at_time(&format!("S-{i}"), at)
                 .await
                 .unwrap()
                 .expect("a stored subject");
@@ -134,31 +133,21 @@ async fn reads(store: &Store, wearers: &[(i64, i64)]) -> Reads {
     r
 }
 
-/// Location-at-time as [`reads`] formats it, from the rows themselves: per device, the
-/// subject's positioned fixes within `max_gap` of `at` and the nearest one either side.
+/// The instants location-at-time is asked at: every 20 minutes, on the minute (where most
+/// wearers have a fix) and 17 s past it.
+fn at_times() -> impl Iterator<Item = i64> {
+    (0..12).flat_map(|k| [0, 17_000_000].map(|s| T0 + k * 20 * MINUTE_US + s))
+}
+
+/// Location-at-time as [`reads`] formats it, from the rows themselves: the maths over every
+/// positioned fix attributed to subject `i`.
 fn at_time_by_hand(rows: &[FixRow], wearers: &[(i64, i64)], i: usize, at: i64) -> String {
     let cfg = QueryConfig::default();
-    let (lo, hi) = (at - cfg.max_gap_us(), at + cfg.max_gap_us());
-    let mine: Vec<&FixRow> = rows
+    let mut picked: Vec<FixRow> = rows
         .iter()
         .filter(|r| r.subject_pk == Some(wearers[i].0) && r.lat_e7.is_some())
+        .cloned()
         .collect();
-    let mut picked: Vec<FixRow> = Vec::new();
-    for &(_, device) in wearers {
-        let mut on: Vec<&FixRow> = mine
-            .iter()
-            .copied()
-            .filter(|r| r.device_pk == device)
-            .collect();
-        on.sort_by_key(|r| r.ts);
-        picked.extend(
-            on.iter()
-                .filter(|r| (lo..=hi).contains(&r.ts))
-                .map(|r| (*r).clone()),
-        );
-        picked.extend(on.iter().rev().find(|r| r.ts < lo).map(|r| (*r).clone()));
-        picked.extend(on.iter().find(|r| r.ts > hi).map(|r| (*r).clone()));
-    }
     picked.sort_by_key(|r| (r.device_pk, r.ts));
     let fixes: Vec<QFix> = picked.iter().filter_map(FixRow::qfix).collect();
     let devices: std::collections::BTreeMap<i64, String> = picked
@@ -197,7 +186,7 @@ async fn reads_agree_wherever_the_fixes_are(backend: Backend) {
     let compacted = reads(&store, &wearers).await;
     assert_eq!(mixed, compacted);
     let by_hand: Vec<String> = (0..wearers.len())
-        .flat_map(|i| (0..12).map(move |k| (i, T0 + k * 20 * MINUTE_US + 17_000_000)))
+        .flat_map(|i| at_times().map(move |at| (i, at)))
         .map(|(i, at)| at_time_by_hand(&rows, &wearers, i, at))
         .collect();
     assert_eq!(

@@ -101,7 +101,7 @@ async fn a_panic_inside_an_audited_read_leaves_no_transaction_open(backend: Back
     for _ in 0..6 {
         let s = store.clone();
         let out = tokio::spawn(async move {
-            s.at_time_audited("S-1", 0, 1, |_| -> (AuditDraft, ()) {
+            s.at_time_audited("S-1", 0, |_| -> (AuditDraft, ()) {
                 panic!("drafting the entry failed")
             })
             .await

@@ -185,6 +185,13 @@ async fn location_at_time_is_observed_near_a_fix_interpolated_between_linked_fix
     let u62 = v["estimate"]["uncertainty_m"].as_f64().unwrap();
     assert!(u62 >= 8.0);
 
+    // asked at a fix's very time: that fix, to its accuracy, is `before`
+    let v = w.at_time("GTO-1", 60).await;
+    assert_eq!(v["estimate"]["method"], "observed", "{v}");
+    assert_eq!(v["estimate"]["uncertainty_m"], 8.0, "{v}");
+    assert_eq!(v["before"]["ts"], w.t(60).replace("+00:00", "Z"));
+    assert_eq!(v["after"]["ts"], w.t(1_260).replace("+00:00", "Z"));
+
     let v = w.at_time("GTO-1", 600).await;
     assert_eq!(v["estimate"]["method"], "none", "{v}");
     assert!(v["estimate"]["lat"].is_null());
@@ -212,7 +219,7 @@ async fn location_at_time_is_observed_near_a_fix_interpolated_between_linked_fix
         .iter()
         .filter(|e| e["action"] == "query.location_at_time")
         .collect();
-    assert_eq!(lat.len(), 5);
+    assert_eq!(lat.len(), 6);
     assert_eq!(lat[0]["parameters"]["subject_id"], "GTO-404");
     assert_eq!(lat[0]["parameters"]["found"], false);
     assert_eq!(lat[0]["subject_ids"], json!([]));

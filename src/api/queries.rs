@@ -215,7 +215,7 @@ async fn location_at_time_query(
 
     let (read, estimate, rec) = state
         .store
-        .at_time_audited(subject_id.as_str(), at, cfg.max_gap_us(), |read| {
+        .at_time_audited(subject_id.as_str(), at, |read| {
             let estimate = read.map(|read| {
                 let fixes: Vec<QFix> = read.fixes.iter().filter_map(FixRow::qfix).collect();
                 location_at_time(&fixes, at, &cfg)

@@ -1,9 +1,9 @@
 //! Location-at-time (SPEC §4): where was a subject at instant `at`?
 //!
-//! Input: the subject's positioned fixes around `at`, in any order. The caller should pass
-//! every fix of the subject in `[at − max_gap_s, at + max_gap_s]` (a handful at normal
-//! reporting rates), plus the nearest fix on each side if that window holds none, so that
-//! `before`/`after` can still be shown with a `none` answer.
+//! Input: the subject's positioned fixes around `at`, in any order. Per device, its latest
+//! fix at or before `at` and its earliest fix after `at` decide the answer, and any other
+//! fix changes nothing ([`nearest_each_side`] keeps just those; tested below against every
+//! fix of random tracks), so that is all a store needs to read: two key seeks a device.
 //!
 //! Answer, in this order of preference:
 //! 1. **observed** — some fix is within [`OBSERVED_WITHIN_S`] of `at` (inclusive): the
@@ -174,6 +174,30 @@ pub fn location_at_time(fixes: &[QFix], at_us: i64, cfg: &QueryConfig) -> Estima
         before: nearest_before,
         after: nearest_after,
     }
+}
+
+/// Keeps of `items` what [`location_at_time`] at `at_us` needs (see the module doc): per
+/// device, the item with the latest time at or before `at_us` and the one with the earliest
+/// time after it. `key` gives an item's `(device, time)`; the items are left sorted by it,
+/// each key once.
+pub fn nearest_each_side<T>(items: &mut Vec<T>, at_us: i64, key: impl Fn(&T) -> (i64, i64)) {
+    items.sort_by_key(&key);
+    items.dedup_by_key(|t| key(t));
+    let keys: Vec<(i64, i64)> = items.iter().map(&key).collect();
+    let mut i = 0;
+    items.retain(|_| {
+        let (device, ts) = keys[i];
+        let keep = if ts <= at_us {
+            // the last of its device at or before `at`
+            keys.get(i + 1)
+                .is_none_or(|&(d, t)| d != device || t > at_us)
+        } else {
+            // the first of its device after `at`
+            i == 0 || keys[i - 1].0 != device || keys[i - 1].1 <= at_us
+        };
+        i += 1;
+        keep
+    });
 }
 
 /// Greatest distance from the interpolated point to anywhere the subject could have been,
@@ -370,7 +394,59 @@ mod tests {
         assert!(path_deviation_m(250.0, 100.0, 1.0) < 1e-9);
     }
 
+    #[test]
+    fn nearest_each_side_keeps_per_device_the_last_fix_at_or_before_and_the_first_after() {
+        let f = |device: i64, t_s: i64| QFix {
+            device,
+            ..fix_at(t_s, 0.0, 0.0, 5.0)
+        };
+        let mut fixes = vec![f(2, 50), f(1, 0), f(1, 30), f(1, 30), f(1, 31), f(1, 90)];
+        fixes.extend([f(2, 10), f(2, 20), f(3, 40), f(4, 10), f(1, 200)]);
+        nearest_each_side(&mut fixes, at(30), |q| (q.device, q.ts_us));
+        let kept: Vec<(i64, i64)> = fixes
+            .iter()
+            .map(|q| (q.device, (q.ts_us - T0) / US_PER_S))
+            .collect();
+        assert_eq!(kept, [(1, 30), (1, 31), (2, 20), (2, 50), (3, 40), (4, 10)]);
+    }
+
     proptest! {
+        /// What a store reads (per device, the nearest fix on each side of `at`) gives the
+        /// answer every fix gives: tracks of up to three devices with fixes 1 s to 15 min
+        /// apart (some within 5 s of `at`, some pairs beyond the gap, ties in time across
+        /// devices and in accuracy).
+        #[test]
+        fn the_nearest_fix_on_each_side_of_each_device_decide_the_answer(
+            tracks in proptest::collection::vec(
+                (1i64..=3, proptest::collection::btree_set(-1800i64..1800, 0..12)),
+                0..4,
+            ),
+            at_s in -900i64..900,
+            seed in any::<u64>(),
+        ) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut all: Vec<QFix> = Vec::new();
+            for (device, times) in tracks {
+                for t in times {
+                    if all.iter().any(|q| q.device == device && q.ts_us == at(t)) {
+                        continue;
+                    }
+                    let (x, y) = (rng.gen_range(-3000.0..3000.0), rng.gen_range(-3000.0..3000.0));
+                    let acc = [5.0, 10.0, 25.0][rng.gen_range(0..3)];
+                    all.push(QFix { device, ..fix_at(t, x, y, acc) });
+                }
+            }
+            let cfg = QueryConfig::default();
+            let mut kept = all.clone();
+            nearest_each_side(&mut kept, at(at_s), |q| (q.device, q.ts_us));
+            prop_assert!(kept.len() <= all.len());
+            prop_assert_eq!(
+                location_at_time(&kept, at(at_s), &cfg),
+                location_at_time(&all, at(at_s), &cfg)
+            );
+        }
+
         /// Every point of the reachable lens lies within the deviation bound of the
         /// interpolated point, and the bound never exceeds the longest possible path.
         #[test]

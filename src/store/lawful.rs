@@ -47,6 +47,7 @@ use std::sync::Arc;
 use crate::audit::chain::{AuditDraft, AuditRecord, VerifyReport};
 use crate::geodesy::LatLon;
 use crate::model::Micros;
+use crate::query::at_time::nearest_each_side;
 use crate::query::cells::{is_long_segment, segment_cells, HitDisk, SceneCover};
 use crate::query::scene::{scene_matches_sparse, SceneBox, SceneMatch, ScenePoint, SceneQuery};
 use crate::query::{QFix, QueryConfig};
@@ -388,11 +389,11 @@ pub struct AtTimeRead {
     pub devices: HashMap<i64, String>,
 }
 
-/// A store's location-at-time read as [`LawfulTx::at_time`] gives it: fixes ordered by
-/// device and time, each key once.
-pub(super) fn settled(mut r: AtTimeRead) -> AtTimeRead {
-    r.fixes.sort_by_key(|f| (f.device_pk, f.ts));
-    r.fixes.dedup_by_key(|f| (f.device_pk, f.ts));
+/// A store's location-at-time read at `at` as [`LawfulTx::at_time`] gives it: per device,
+/// the nearest fix on each side ([`nearest_each_side`]; SQLite's tail and table each offer
+/// theirs), ordered by device and time.
+pub(super) fn settled(mut r: AtTimeRead, at: Micros) -> AtTimeRead {
+    nearest_each_side(&mut r.fixes, at, |f| (f.device_pk, f.ts));
     r
 }
 
@@ -420,25 +421,19 @@ macro_rules! tx_dispatch {
 
 impl LawfulTx {
     /// What location-at-time reads for subject `subject_id` (`None`: no such subject): its
-    /// store key; its positioned fixes, every one attributed to it in `[at − gap, at + gap]`
-    /// on any device it has worn plus, per device, the nearest one before and after that
-    /// window, ordered by device and time; and those devices' external ids. On PostgreSQL
-    /// this is one statement; on SQLite one pass on the connection's handle.
-    pub async fn at_time(
-        &mut self,
-        subject_id: &str,
-        at: Micros,
-        gap_us: i64,
-    ) -> Result<Option<AtTimeRead>> {
+    /// store key; of its positioned fixes attributed to it, per device it has worn, the
+    /// latest at or before `at` and the earliest after it (what decides the answer: see
+    /// [`crate::query::at_time`]), ordered by device and time; and those devices' external
+    /// ids. On PostgreSQL this is one statement; on SQLite one pass on the connection's
+    /// handle.
+    pub async fn at_time(&mut self, subject_id: &str, at: Micros) -> Result<Option<AtTimeRead>> {
         let read = match self {
             LawfulTx::Sqlite(tx, tail, _) => {
-                super::sqlite_lawful::at_time(tx, tail, subject_id, at, gap_us).await?
+                super::sqlite_lawful::at_time(tx, tail, subject_id, at).await?
             }
-            LawfulTx::Postgres(tx) => {
-                super::postgres_lawful::at_time(tx, subject_id, at, gap_us).await?
-            }
+            LawfulTx::Postgres(tx) => super::postgres_lawful::at_time(tx, subject_id, at).await?,
         };
-        Ok(read.map(settled))
+        Ok(read.map(|r| settled(r, at)))
     }
 
     /// The tracks that came within `scene`'s radius during its window (SPEC §4), read
@@ -617,14 +612,13 @@ impl Store {
         &self,
         subject_id: &str,
         at: Micros,
-        gap_us: i64,
         entry: impl FnOnce(Option<&AtTimeRead>) -> (AuditDraft, T),
     ) -> Result<(Option<AtTimeRead>, T, AuditRecord)> {
         if let Store::Sqlite(s) = self {
-            return super::sqlite_lawful::at_time_audited(s, subject_id, at, gap_us, entry).await;
+            return super::sqlite_lawful::at_time_audited(s, subject_id, at, entry).await;
         }
         let mut tx = self.begin_lawful_lookups().await?;
-        let read = tx.at_time(subject_id, at, gap_us).await?;
+        let read = tx.at_time(subject_id, at).await?;
         let (draft, t) = entry(read.as_ref());
         let rec = tx.append_audit(draft).await?;
         tx.commit().await?;

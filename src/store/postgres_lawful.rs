@@ -161,39 +161,34 @@ async fn neighbours(conn: &mut PgConnection, ranges: &[(i64, i64, i64)]) -> Resu
 }
 
 /// [`LawfulTx::at_time`](super::LawfulTx::at_time) on PostgreSQL: the subject, its
-/// devices, their fixes around `at` and their ids in one statement. Run in a transaction
-/// from [`Store::begin_lawful_lookups`](super::Store::begin_lawful_lookups): its plan is
-/// the same for any values (key seeks on the subject and on each device), and planning it
-/// afresh for each call's values, as PostgreSQL otherwise does for a statement whose
-/// generic plan never looks cheaper, cost ~0.5 ms against ~0.1 ms of execution (10 M fixes).
+/// devices, the nearest fix on each side of `at` of each device (a key seek each) and their
+/// ids in one statement. Run in a transaction from
+/// [`Store::begin_lawful_lookups`](super::Store::begin_lawful_lookups): its plan is the same
+/// for any values, and planning it afresh for each call's values, as PostgreSQL otherwise
+/// does for a statement whose generic plan never looks cheaper, once cost ~0.5 ms against
+/// ~0.1 ms of execution (10 M fixes).
 pub(super) async fn at_time(
     conn: &mut PgConnection,
     subject_id: &str,
     at: Micros,
-    gap_us: i64,
 ) -> Result<Option<AtTimeRead>> {
     let rows = sqlx::query(&format!(
         "WITH s AS (SELECT pk FROM subjects WHERE id = $1), \
          d AS (SELECT DISTINCT device_pk::int4 AS pk FROM device_assignments \
                WHERE subject_pk = (SELECT pk FROM s)), \
          near AS ( \
-             SELECT {FIX_SELECT} FROM fixes \
-             WHERE device_pk IN (SELECT pk FROM d) AND ts BETWEEN $2 AND $3 \
-               AND subject_pk = (SELECT pk FROM s) AND lat_e7 IS NOT NULL \
-             UNION ALL \
              SELECT {FIX_SELECT} FROM d CROSS JOIN LATERAL (SELECT * FROM fixes g \
-                 WHERE g.device_pk = d.pk AND g.ts < $2 AND g.subject_pk = (SELECT pk FROM s) \
+                 WHERE g.device_pk = d.pk AND g.ts <= $2 AND g.subject_pk = (SELECT pk FROM s) \
                    AND g.lat_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1) f \
              UNION ALL \
              SELECT {FIX_SELECT} FROM d CROSS JOIN LATERAL (SELECT * FROM fixes g \
-                 WHERE g.device_pk = d.pk AND g.ts > $3 AND g.subject_pk = (SELECT pk FROM s) \
+                 WHERE g.device_pk = d.pk AND g.ts > $2 AND g.subject_pk = (SELECT pk FROM s) \
                    AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1) f) \
          SELECT s.pk AS subject, near.*, v.id AS device_id \
          FROM s LEFT JOIN near ON true LEFT JOIN devices v ON v.pk = near.device_pk"
     ))
     .bind(subject_id)
-    .bind(at.saturating_sub(gap_us))
-    .bind(at.saturating_add(gap_us))
+    .bind(at)
     .fetch_all(conn)
     .await?;
     let Some(first) = rows.first() else {

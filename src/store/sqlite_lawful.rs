@@ -147,37 +147,29 @@ pub(super) async fn at_time(
     tail: &Tail,
     subject_id: &str,
     at: Micros,
-    gap_us: i64,
 ) -> Result<Option<AtTimeRead>> {
-    on_handle_briefly(conn, |db| read_at_time(db, tail, subject_id, at, gap_us)).await
+    on_handle_briefly(conn, |db| read_at_time(db, tail, subject_id, at)).await
 }
 
-/// What location-at-time reads, on a handle: the subject, its fixes around `at` (the
-/// tail's first, then the table's: see [`super::sqlite_tail`]'s module doc; a key seen
-/// twice is dropped by the caller, and an extra, farther neighbour changes no nearest one)
-/// and their devices' ids.
+/// What location-at-time reads, on a handle: the subject, per device its nearest fix on
+/// each side of `at` (the tail's, then the table's: see [`super::sqlite_tail`]'s module doc;
+/// the caller keeps the nearer of the two) and their devices' ids.
 fn read_at_time(
     db: &rusqlite::Connection,
     tail: &Tail,
     subject_id: &str,
     at: Micros,
-    gap_us: i64,
 ) -> rusqlite::Result<Option<AtTimeRead>> {
     use rusqlite::OptionalExtension;
-    let (lo, hi) = (at.saturating_sub(gap_us), at.saturating_add(gap_us));
     let fixes_sql = format!(
-        "SELECT {FIX_COLUMNS} FROM fixes \
-         WHERE device_pk IN (SELECT device_pk FROM device_assignments WHERE subject_pk = ?1) \
-           AND ts BETWEEN ?2 AND ?3 AND subject_pk = ?1 AND lat_e7 IS NOT NULL \
-         UNION ALL \
-         SELECT {FIX_COLUMNS} FROM fixes WHERE (device_pk, ts) IN ( \
+        "SELECT {FIX_COLUMNS} FROM fixes WHERE (device_pk, ts) IN ( \
              SELECT a.device_pk, (SELECT g.ts FROM fixes g WHERE g.device_pk = a.device_pk \
-                 AND g.ts < ?2 AND g.subject_pk = ?1 AND g.lat_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1) \
+                 AND g.ts <= ?2 AND g.subject_pk = ?1 AND g.lat_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1) \
              FROM device_assignments a WHERE a.subject_pk = ?1) \
          UNION ALL \
          SELECT {FIX_COLUMNS} FROM fixes WHERE (device_pk, ts) IN ( \
              SELECT a.device_pk, (SELECT g.ts FROM fixes g WHERE g.device_pk = a.device_pk \
-                 AND g.ts > ?3 AND g.subject_pk = ?1 AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1) \
+                 AND g.ts > ?2 AND g.subject_pk = ?1 AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1) \
              FROM device_assignments a WHERE a.subject_pk = ?1)"
     );
     let subject_pk: Option<i64> = db
@@ -194,10 +186,10 @@ fn read_at_time(
             .prepare_cached(WORN_DEVICES)?
             .query_map([subject_pk], |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<i64>>>()?;
-        tail.at_time(&devices, subject_pk, lo, hi)
+        tail.at_time(&devices, subject_pk, at)
     };
     let mut st = db.prepare_cached(&fixes_sql)?;
-    for f in st.query_map(rusqlite::params![subject_pk, lo, hi], fix_of_row)? {
+    for f in st.query_map(rusqlite::params![subject_pk, at], fix_of_row)? {
         fixes.push(f?);
     }
     let mut pks: Vec<i64> = fixes.iter().map(|f| f.device_pk).collect();
@@ -619,12 +611,11 @@ pub(super) async fn at_time_audited<T>(
     store: &SqliteStore,
     subject_id: &str,
     at: Micros,
-    gap_us: i64,
     entry: impl FnOnce(Option<&AtTimeRead>) -> (AuditDraft, T),
 ) -> Result<(Option<AtTimeRead>, T, AuditRecord)> {
     let tail = store.tail.clone();
     audited_in_one_pass(store, false, |db| {
-        let read = read_at_time(db, &tail, subject_id, at, gap_us)?.map(super::lawful::settled);
+        let read = read_at_time(db, &tail, subject_id, at)?.map(|r| super::lawful::settled(r, at));
         let (draft, t) = entry(read.as_ref());
         Ok(append_on(db, draft)?.map(|rec| (read, t, rec)))
     })

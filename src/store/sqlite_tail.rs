@@ -226,28 +226,18 @@ impl Tail {
             .map(|(_, (_, r))| (r.ts, r.received_at))
     }
 
-    /// Location-at-time's rows from the tail (see `LawfulTx::at_time`): per device,
-    /// the positioned fixes attributed to `subject_pk` in `[lo, hi]` and the nearest such
-    /// fix before and after.
-    pub(super) fn at_time(
-        &self,
-        devices: &[i64],
-        subject_pk: i64,
-        lo: Micros,
-        hi: Micros,
-    ) -> Vec<FixRow> {
+    /// Location-at-time's rows from the tail (see `LawfulTx::at_time`): per device, the
+    /// latest positioned fix attributed to `subject_pk` at or before `at` and the earliest
+    /// after it.
+    pub(super) fn at_time(&self, devices: &[i64], subject_pk: i64, at: Micros) -> Vec<FixRow> {
         let s = self.lock();
         let mut out = Vec::new();
         let keep = |r: &FixRow| r.subject_pk == Some(subject_pk) && r.lat_e7.is_some();
         for &d in devices {
-            let before = s.rows.range((d, i64::MIN)..(d, lo)).rev();
+            let before = s.rows.range((d, i64::MIN)..=(d, at)).rev();
             out.extend(before.map(|(_, (_, r))| r).find(|r| keep(r)).cloned());
-            if lo <= hi {
-                let within = s.rows.range((d, lo)..=(d, hi));
-                out.extend(within.map(|(_, (_, r))| r).filter(|r| keep(r)).cloned());
-            }
-            if hi < i64::MAX {
-                let after = s.rows.range((d, hi.saturating_add(1))..=(d, i64::MAX));
+            if at < i64::MAX {
+                let after = s.rows.range((d, at + 1)..=(d, i64::MAX));
                 out.extend(after.map(|(_, (_, r))| r).find(|r| keep(r)).cloned());
             }
         }
@@ -598,10 +588,9 @@ mod tests {
             ],
         );
         let ts = |v: Vec<FixRow>| v.iter().map(|r| (r.device_pk, r.ts)).collect::<Vec<_>>();
-        assert_eq!(
-            ts(t.at_time(&[1, 2], 1, 15, 35)),
-            [(1, 10), (1, 30), (1, 50), (2, 25)]
-        );
+        assert_eq!(ts(t.at_time(&[1, 2], 1, 30)), [(1, 30), (1, 50), (2, 25)]);
+        // (device 1's fix at 20 is another subject's)
+        assert_eq!(ts(t.at_time(&[1, 2], 1, 25)), [(1, 10), (1, 30), (2, 25)]);
         assert_eq!(
             ts(t.trail(&[1, 2], 1, 0, 100, (10, 1), 2)),
             [(2, 25), (1, 30)]
