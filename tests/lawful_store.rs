@@ -12,7 +12,7 @@ mod common;
 use common::{fresh_database, Backend};
 use serde_json::json;
 use tagwatch::audit::chain::{seal, AuditDraft, AuditRecord, ChainBreak};
-use tagwatch::store::{AuditFilter, LawfulTx, Store};
+use tagwatch::store::{AuditFilter, Store};
 
 fn draft(task: u64, n: u64) -> AuditDraft {
     AuditDraft {
@@ -176,34 +176,6 @@ async fn postgres_chains_onto_an_entry_appended_the_way_older_builds_did() {
     let report = store.verify_audit().await.unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!((report.entries, report.head_hash), (4, next.hash));
-}
-
-/// Location-at-time's statement planned afresh for every call's values spent ~0.5 ms
-/// planning for ~0.1 ms of work; its transaction asks for generic plans.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_lookups_run_with_generic_plans_and_other_reads_do_not() {
-    let (url, _guard) = fresh_database(Backend::Postgres).await;
-    let store = Store::connect(&url).await.unwrap();
-    assert_eq!(
-        plan_cache_mode(store.begin_lawful_lookups().await.unwrap()).await,
-        "force_generic_plan"
-    );
-    assert_eq!(
-        plan_cache_mode(store.begin_lawful().await.unwrap()).await,
-        "auto"
-    );
-}
-
-async fn plan_cache_mode(tx: LawfulTx) -> String {
-    let LawfulTx::Postgres(mut tx) = tx else {
-        panic!("a PostgreSQL store")
-    };
-    let mode = sqlx::query_scalar("SHOW plan_cache_mode")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    mode
 }
 
 /// On PostgreSQL `audit_head` records the newest entry, so verification sees what the links

@@ -539,22 +539,6 @@ impl Store {
         })
     }
 
-    /// Starts an audited read made of key lookups, such as location-at-time's. On
-    /// PostgreSQL its statements run with generic plans (`plan_cache_mode`, set in the
-    /// round trip that begins the transaction): planning such a statement afresh for each
-    /// call's values took several times as long as running it (see
-    /// [`super::postgres_lawful`]'s `at_time`). On SQLite it is [`Store::begin_lawful`].
-    pub async fn begin_lawful_lookups(&self) -> Result<LawfulTx> {
-        Ok(match self {
-            Store::Sqlite(_) => self.begin_lawful().await?,
-            Store::Postgres(s) => LawfulTx::Postgres(
-                s.pool()
-                    .begin_with("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan")
-                    .await?,
-            ),
-        })
-    }
-
     /// Appends one audit entry in its own transaction: the entry point for accesses audited
     /// on their own (an alert read with its evidence, the retention purge; alert and zone
     /// changes append inside their own [`LawfulTx`]). `draft.id` is ignored: the entry gets
@@ -603,25 +587,33 @@ impl Store {
 
     /// Location-at-time as one audited read: what [`LawfulTx::at_time`] reads for
     /// `subject_id`, and the audit entry `entry` makes of it (with anything else `entry`
-    /// works out, returned beside it), in one transaction; nothing is returned unless the
-    /// entry is committed. On SQLite the transaction is one pass on a connection's handle,
+    /// works out, returned beside it); nothing is returned unless the entry is committed.
+    /// On SQLite it is one transaction in one pass on a connection's handle,
     /// `BEGIN IMMEDIATE` to `COMMIT` (sqlx's worker thread was a hop for each of begin,
-    /// read, append and commit); on PostgreSQL it is [`Store::begin_lawful_lookups`],
-    /// [`LawfulTx::at_time`], [`LawfulTx::append_audit`] and the commit: four round trips.
+    /// read, append and commit). On PostgreSQL it is two statements on one connection, each
+    /// its own transaction: the read, then the append, which commits as it returns — two
+    /// round trips where `BEGIN … COMMIT` around them took four, and nothing a transaction
+    /// would add: at the store's READ COMMITTED each statement of a transaction reads its
+    /// own snapshot anyway, and a read leaves nothing to roll back (see DECISIONS.md,
+    /// "Location-at-time on PostgreSQL in two round trips").
     pub async fn at_time_audited<T>(
         &self,
         subject_id: &str,
         at: Micros,
         entry: impl FnOnce(Option<&AtTimeRead>) -> (AuditDraft, T),
     ) -> Result<(Option<AtTimeRead>, T, AuditRecord)> {
-        if let Store::Sqlite(s) = self {
-            return super::sqlite_lawful::at_time_audited(s, subject_id, at, entry).await;
-        }
-        let mut tx = self.begin_lawful_lookups().await?;
-        let read = tx.at_time(subject_id, at).await?;
+        let s = match self {
+            Store::Sqlite(s) => {
+                return super::sqlite_lawful::at_time_audited(s, subject_id, at, entry).await
+            }
+            Store::Postgres(s) => s,
+        };
+        let mut conn = s.pool().acquire().await?;
+        let read = super::postgres_lawful::at_time(&mut conn, subject_id, at)
+            .await?
+            .map(|r| settled(r, at));
         let (draft, t) = entry(read.as_ref());
-        let rec = tx.append_audit(draft).await?;
-        tx.commit().await?;
+        let rec = super::postgres_lawful::append_audit(&mut conn, draft).await?;
         Ok((read, t, rec))
     }
 
