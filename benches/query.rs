@@ -296,8 +296,9 @@ async fn crime_scene(
 }
 
 /// The path of `POST /v1/queries/location-at-time` after validation: one audited read
-/// (`Store::at_time_audited`), timed in three phases: up to the read's end, the maths, and
-/// the audit append with the commit.
+/// (`Store::at_time_audited`), timed in three phases: up to the read's end (`begin+read`:
+/// with `BEGIN IMMEDIATE` on SQLite; PostgreSQL's read begins nothing), the maths, and the
+/// audit append with its commit.
 async fn at_time(
     store: &Store,
     subject_id: &str,
