@@ -11,7 +11,9 @@
 //! entry's id is the head's id + 1 (see [`crate::audit::chain`]). Location-at-time and
 //! crime-scene queries are one call each instead ([`Store::at_time_audited`],
 //! [`Store::scene_audited`]): the same transaction, which SQLite runs in one pass on a
-//! connection's handle.
+//! connection's handle — except PostgreSQL's location-at-time, whose read and append are two
+//! statements on one connection, the append committing before anything is returned (see
+//! [`Store::at_time_audited`]).
 //!
 //! ## The crime-scene index
 //! The fine part holds every positioned fix's H3 res-9 cell: on PostgreSQL the
@@ -595,7 +597,7 @@ impl Store {
     /// round trips where `BEGIN … COMMIT` around them took four, and nothing a transaction
     /// would add: at the store's READ COMMITTED each statement of a transaction reads its
     /// own snapshot anyway, and a read leaves nothing to roll back (see DECISIONS.md,
-    /// "Location-at-time on PostgreSQL in two round trips").
+    /// "PostgreSQL's location-at-time is two round trips, not one transaction").
     pub async fn at_time_audited<T>(
         &self,
         subject_id: &str,
