@@ -32,7 +32,7 @@ use tagwatch::model::fix::hundredths;
 use tagwatch::query::at_time::location_at_time;
 use tagwatch::query::cells::scene_cover;
 use tagwatch::query::scene::SceneQuery;
-use tagwatch::query::{QFix, QueryConfig};
+use tagwatch::query::QueryConfig;
 use tagwatch::store::{FixRow, NewSubject, Store, Upkeep};
 
 const DEVICES: usize = 2_000;
@@ -311,8 +311,7 @@ async fn at_time(
         .at_time_audited(subject_id, at, |read| {
             phases.lap("begin+read", &mut t);
             let read = read.expect("a stored subject");
-            let fixes: Vec<QFix> = read.fixes.iter().filter_map(FixRow::qfix).collect();
-            let est = location_at_time(&fixes, at, cfg);
+            let est = location_at_time(&read.fixes, at, cfg);
             phases.lap("maths", &mut t);
             (draft("query.location_at_time"), est)
         })

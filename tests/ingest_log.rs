@@ -121,11 +121,10 @@ async fn reads(store: &Store, wearers: &[(i64, i64)]) -> Reads {
                 .unwrap()
                 .expect("a stored subject");
             assert_eq!(read.subject_pk, subject_pk);
-            let fixes: Vec<QFix> = read.fixes.iter().filter_map(FixRow::qfix).collect();
             let devices: std::collections::BTreeMap<_, _> = read.devices.into_iter().collect();
             r.at_time.push(format!(
                 "{:?} {devices:?}",
-                location_at_time(&fixes, at, &cfg)
+                location_at_time(&read.fixes, at, &cfg)
             ));
         }
         tx.commit().await.unwrap();

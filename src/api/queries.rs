@@ -32,7 +32,7 @@ use crate::query::cells::{scene_cover, SceneCover, MAX_COVER_RADIUS_M};
 use crate::query::crime_csv::parse_crime_csv;
 use crate::query::scene::{MatchMethod, SceneQuery};
 use crate::query::{QFix, QueryConfig};
-use crate::store::{FixRow, SceneFound, SEGMENT_INDEX_MAX_GAP_US};
+use crate::store::{SceneFound, SEGMENT_INDEX_MAX_GAP_US};
 
 /// Longest crime-scene window: a data.police.uk month is at most 31 days, and a longer
 /// window is a trawl through everyone's history rather than a question about a crime.
@@ -217,8 +217,7 @@ async fn location_at_time_query(
         .store
         .at_time_audited(subject_id.as_str(), at, |read| {
             let estimate = read.map(|read| {
-                let fixes: Vec<QFix> = read.fixes.iter().filter_map(FixRow::qfix).collect();
-                location_at_time(&fixes, at, &cfg)
+                location_at_time(&read.fixes, at, &cfg)
             });
             let disclosed = estimate.as_ref().is_some_and(|e| {
                 e.method != Method::None || e.before.is_some() || e.after.is_some()

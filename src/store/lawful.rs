@@ -367,15 +367,20 @@ impl SceneRow {
         })
     }
 
+    /// The fix as the query maths takes it.
+    pub(super) fn fix(self) -> QFix {
+        QFix {
+            device: self.device_pk,
+            subject: self.subject_pk,
+            ts_us: self.ts,
+            pos: LatLon::new(f64::from(self.lat_e7) / 1e7, f64::from(self.lon_e7) / 1e7),
+            accuracy_m: self.accuracy_m.map_or(0.0, f64::from),
+        }
+    }
+
     fn point(self) -> ScenePoint {
         ScenePoint {
-            fix: QFix {
-                device: self.device_pk,
-                subject: self.subject_pk,
-                ts_us: self.ts,
-                pos: LatLon::new(f64::from(self.lat_e7) / 1e7, f64::from(self.lon_e7) / 1e7),
-                accuracy_m: self.accuracy_m.map_or(0.0, f64::from),
-            },
+            fix: self.fix(),
             prev_ts_us: self.prev_ts,
         }
     }
@@ -385,8 +390,9 @@ impl SceneRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AtTimeRead {
     pub subject_pk: i64,
-    /// Positioned fixes, by device and time, no key twice.
-    pub fixes: Vec<FixRow>,
+    /// The subject's fixes that decide the answer (per device, the nearest on each side of
+    /// the instant), as the maths takes them, by device and time.
+    pub fixes: Vec<QFix>,
     /// External ids of the devices of `fixes`.
     pub devices: HashMap<i64, String>,
 }
@@ -395,7 +401,7 @@ pub struct AtTimeRead {
 /// the nearest fix on each side ([`nearest_each_side`]; SQLite's tail and table each offer
 /// theirs), ordered by device and time.
 pub(super) fn settled(mut r: AtTimeRead, at: Micros) -> AtTimeRead {
-    nearest_each_side(&mut r.fixes, at, |f| (f.device_pk, f.ts));
+    nearest_each_side(&mut r.fixes, at, |f| (f.device, f.ts_us));
     r
 }
 
