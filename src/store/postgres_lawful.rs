@@ -184,13 +184,13 @@ pub(super) async fn at_time(
                  SELECT g.device_pk::int8 AS device_pk, g.ts, g.subject_pk::int8 AS subject_pk, \
                      g.lat_e7, g.lon_e7, g.accuracy_m, NULL::int8 AS prev_ts FROM fixes g \
                  WHERE g.device_pk = d.pk AND g.ts <= $2 AND g.subject_pk = (SELECT pk FROM s) \
-                   AND g.lat_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1) f \
+                   AND g.lat_e7 IS NOT NULL AND g.lon_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1) f \
              UNION ALL \
              SELECT f.* FROM d CROSS JOIN LATERAL ( \
                  SELECT g.device_pk::int8, g.ts, g.subject_pk::int8, \
                      g.lat_e7, g.lon_e7, g.accuracy_m, NULL::int8 FROM fixes g \
                  WHERE g.device_pk = d.pk AND g.ts > $2 AND g.subject_pk = (SELECT pk FROM s) \
-                   AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1) f) \
+                   AND g.lat_e7 IS NOT NULL AND g.lon_e7 IS NOT NULL ORDER BY g.ts LIMIT 1) f) \
          SELECT s.pk AS subject, near.*, v.id AS device_id \
          FROM s LEFT JOIN near ON true LEFT JOIN devices v ON v.pk = near.device_pk",
     )
