@@ -467,15 +467,7 @@ async fn sqlite_a_writer_behind_a_stuck_transaction_fails_as_unavailable() {
 #[tokio::test]
 async fn sqlite_lags_kept_in_microseconds_before_migration_7_read_back_to_the_millisecond() {
     let (url, _guard) = fresh_database(Backend::Sqlite).await;
-    let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
-    let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
-        .await
-        .unwrap();
-    common::migrations_up_to(Backend::Sqlite, 6)
-        .await
-        .run(&pool)
-        .await
-        .unwrap();
+    let pool = common::sqlite_migrated_up_to(&url, 6).await;
     for insert in [
         "INSERT INTO subjects (pk, id, timezone, created_at) VALUES (1, 'S-1', 'Europe/London', 0)",
         "INSERT INTO devices (pk, id, subject_pk, created_at) VALUES (1, 'D-1', 1, 0)",

@@ -307,15 +307,7 @@ async fn a_late_fix_that_turns_a_long_segment_through_the_scene_is_found(backend
 #[tokio::test]
 async fn sqlite_fixes_stored_before_migration_5_read_back_and_are_found() {
     let (url, _guard) = fresh_database(Backend::Sqlite).await;
-    let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
-    let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
-        .await
-        .unwrap();
-    common::migrations_up_to(Backend::Sqlite, 4)
-        .await
-        .run(&pool)
-        .await
-        .unwrap();
+    let pool = common::sqlite_migrated_up_to(&url, 4).await;
     let wearers: Vec<(i64, i64)> = (1..=DEVICES as i64).map(|i| (i, i)).collect();
     for &(pk, _) in &wearers {
         for insert in [

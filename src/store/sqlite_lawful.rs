@@ -187,9 +187,6 @@ fn read_at_time(
             .query_map([subject_pk], |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<i64>>>()?;
         tail.at_time(&devices, subject_pk, at)
-            .iter()
-            .filter_map(FixRow::qfix)
-            .collect()
     };
     let mut st = db.prepare_cached(&fixes_sql)?;
     for f in st.query_map(rusqlite::params![subject_pk, at], fix_of_row)? {

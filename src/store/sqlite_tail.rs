@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use super::lawful::Pt;
 use super::FixRow;
 use crate::model::Micros;
+use crate::query::QFix;
 
 /// The tail is compacted once it holds `compact_rows` fixes ([`super::StoreOptions`]) or
 /// once its oldest fix has waited this long.
@@ -229,16 +230,14 @@ impl Tail {
     /// Location-at-time's rows from the tail (see `LawfulTx::at_time`): per device, the
     /// latest positioned fix attributed to `subject_pk` at or before `at` and the earliest
     /// after it.
-    pub(super) fn at_time(&self, devices: &[i64], subject_pk: i64, at: Micros) -> Vec<FixRow> {
+    pub(super) fn at_time(&self, devices: &[i64], subject_pk: i64, at: Micros) -> Vec<QFix> {
         let s = self.lock();
         let mut out = Vec::new();
-        let keep = |r: &FixRow| r.subject_pk == Some(subject_pk) && r.lat_e7.is_some();
+        let mine = |(_, (_, r)): (_, &(_, FixRow))| r.qfix().filter(|q| q.subject == subject_pk);
         for &d in devices {
-            let before = s.rows.range((d, i64::MIN)..=(d, at)).rev();
-            out.extend(before.map(|(_, (_, r))| r).find(|r| keep(r)).cloned());
+            out.extend(s.rows.range((d, i64::MIN)..=(d, at)).rev().find_map(mine));
             if at < i64::MAX {
-                let after = s.rows.range((d, at + 1)..=(d, i64::MAX));
-                out.extend(after.map(|(_, (_, r))| r).find(|r| keep(r)).cloned());
+                out.extend(s.rows.range((d, at + 1)..=(d, i64::MAX)).find_map(mine));
             }
         }
         out
@@ -588,9 +587,10 @@ mod tests {
             ],
         );
         let ts = |v: Vec<FixRow>| v.iter().map(|r| (r.device_pk, r.ts)).collect::<Vec<_>>();
-        assert_eq!(ts(t.at_time(&[1, 2], 1, 30)), [(1, 30), (1, 50), (2, 25)]);
+        let keys = |v: Vec<QFix>| v.iter().map(|q| (q.device, q.ts_us)).collect::<Vec<_>>();
+        assert_eq!(keys(t.at_time(&[1, 2], 1, 30)), [(1, 30), (1, 50), (2, 25)]);
         // (device 1's fix at 20 is another subject's)
-        assert_eq!(ts(t.at_time(&[1, 2], 1, 25)), [(1, 10), (1, 30), (2, 25)]);
+        assert_eq!(keys(t.at_time(&[1, 2], 1, 25)), [(1, 10), (1, 30), (2, 25)]);
         assert_eq!(
             ts(t.trail(&[1, 2], 1, 0, 100, (10, 1), 2)),
             [(2, 25), (1, 30)]

@@ -330,3 +330,18 @@ pub async fn migrations_up_to(backend: Backend, version: i64) -> sqlx::migrate::
         .into();
     m
 }
+
+/// A pool on the SQLite file at `url` (created if missing), its migrations run up to
+/// `version` only ([`migrations_up_to`]): a store as that version left it.
+pub async fn sqlite_migrated_up_to(url: &str, version: i64) -> sqlx::SqlitePool {
+    let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
+    let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
+        .await
+        .unwrap();
+    migrations_up_to(Backend::Sqlite, version)
+        .await
+        .run(&pool)
+        .await
+        .unwrap();
+    pool
+}
