@@ -1,6 +1,6 @@
 //! The crime-scene index, through the library's store API on both stores: for random
-//! scenes over random tracks, the store's answer (`LawfulTx::scene_matches`, as the API
-//! runs it) is exactly what `scene_matches` finds over every stored fix.
+//! scenes over random tracks, the store's answer (`Store::scene_audited`, the call the API
+//! makes) is exactly what `scene_matches` finds over every stored fix.
 //!
 //! The tracks are built to reach each part of the statement: walkers (short segments,
 //! found through fine cells), vehicles (long segments, found through the coarse index),
@@ -16,6 +16,7 @@ use std::collections::HashSet;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tagwatch::audit::chain::AuditDraft;
 use tagwatch::geodesy::{LatLon, LocalFrame};
 use tagwatch::query::cells::{is_long_segment, scene_cover, segment_cells};
 use tagwatch::query::scene::{scene_matches, MatchMethod, SceneMatch, SceneQuery};
@@ -50,10 +51,27 @@ fn fix_row(
 /// The store's answer to `scene`, as the API gets it.
 async fn index_answer(store: &Store, scene: &SceneQuery, cfg: &QueryConfig) -> Vec<SceneMatch> {
     let cover = scene_cover(scene.center, scene.radius_m).unwrap();
-    let mut tx = store.begin_lawful().await.unwrap();
-    let got = tx.scene_matches(&cover, scene, cfg).await.unwrap();
-    tx.commit().await.unwrap();
+    let (got, _) = store
+        .scene_audited(&cover, scene, cfg, |found| (draft(), found.matches))
+        .await
+        .unwrap();
     got
+}
+
+/// An audit entry for [`index_answer`]'s query.
+fn draft() -> AuditDraft {
+    AuditDraft {
+        id: 0,
+        at_us: T0,
+        actor: 1,
+        actor_name: "test analyst".into(),
+        role: "analyst".into(),
+        action: "query.crime_scene".into(),
+        parameters: serde_json::json!({}),
+        justification: Some(serde_json::json!({"reason": "scene index test"})),
+        subject_ids: vec![],
+        result_count: 0,
+    }
 }
 
 /// `DEVICES` wearers of `store`.

@@ -10,10 +10,10 @@
 //! chain's head row (`audit_head`, held to commit), which serialises appenders so that the
 //! entry's id is the head's id + 1 (see [`crate::audit::chain`]). Location-at-time and
 //! crime-scene queries are one call each instead ([`Store::at_time_audited`],
-//! [`Store::scene_audited`]): the same transaction, which SQLite runs in one pass on a
-//! connection's handle — except PostgreSQL's location-at-time, whose read and append are two
-//! statements on one connection, the append committing before anything is returned (see
-//! [`Store::at_time_audited`]).
+//! [`Store::scene_audited`]): on SQLite the same transaction, run in one pass on a
+//! connection's handle; on PostgreSQL the reads and then the append as statements on one
+//! connection, each its own transaction, the append committing before anything is returned
+//! (see [`Store::at_time_audited`]).
 //!
 //! ## The crime-scene index
 //! The fine part holds every positioned fix's H3 res-9 cell: on PostgreSQL the
@@ -24,7 +24,7 @@
 //! every long segment between consecutive fixes the matcher links ([`Pt::of`]; see
 //! [`crate::query::cells`]), written by the fix insert path ([`long_segments`]); on
 //! PostgreSQL with the segment's bounding box, which the lookup tests against the scene's
-//! box (migration postgres/0009). A scene query ([`LawfulTx::scene_matches`]) never reads
+//! box (migration postgres/0009). A scene query ([`Store::scene_audited`]) never reads
 //! a device's whole history:
 //! 1. *hits*: `(device, ts)` of every fix in a fine cell of the cover with `ts` in the
 //!    window widened by `max_gap`, read from the index alone, as intervals
@@ -321,7 +321,9 @@ pub struct SceneFound {
     pub subjects: HashMap<i64, String>,
 }
 
-/// The matches of a scene statement's rows (see [`LawfulTx::scene_matches`]).
+/// The matches of a scene lookup's rows: the positioned, attributed fixes that can decide
+/// it, each with its predecessor's time (see the module doc), go to
+/// [`scene_matches_sparse`], which gives the answer of the whole tracks.
 pub(super) fn matches_of(
     rows: Vec<SceneRow>,
     scene: &SceneQuery,
@@ -444,25 +446,6 @@ impl LawfulTx {
         Ok(read.map(|r| settled(r, at)))
     }
 
-    /// The tracks that came within `scene`'s radius during its window (SPEC §4), read
-    /// through the index (`cover` = [`scene_cover`](crate::query::cells::scene_cover) of
-    /// the scene) and matched exactly in code: the positioned, attributed fixes that can
-    /// decide it, each with its predecessor's time (see the module doc), go to
-    /// [`scene_matches_sparse`], which gives the answer of the whole tracks.
-    pub async fn scene_matches(
-        &mut self,
-        cover: &SceneCover,
-        scene: &SceneQuery,
-        cfg: &QueryConfig,
-    ) -> Result<Vec<SceneMatch>> {
-        let q = SceneLookup::new(cover, scene, cfg);
-        let rows: Vec<SceneRow> = match self {
-            LawfulTx::Sqlite(tx, tail, _) => super::sqlite_lawful::scene_rows(tx, tail, &q).await,
-            LawfulTx::Postgres(tx) => super::postgres_lawful::scene_rows(tx, &q).await,
-        }?;
-        Ok(matches_of(rows, scene, cfg))
-    }
-
     /// One page of a subject's trail in `[from, to]`, oldest first, after the cursor
     /// `(ts, device_pk)`; every fix attributed to the subject (positioned or not).
     pub async fn trail_page(
@@ -497,24 +480,6 @@ impl LawfulTx {
             return Ok(HashMap::new());
         }
         tx_dispatch!(self, subject_ids(pks))
-    }
-
-    /// External ids of devices and of subjects by store key: [`LawfulTx::device_ids`] and
-    /// [`LawfulTx::subject_ids`] together, in one read on PostgreSQL.
-    pub async fn external_ids(
-        &mut self,
-        device_pks: &[i64],
-        subject_pks: &[i64],
-    ) -> Result<(HashMap<i64, String>, HashMap<i64, String>)> {
-        match self {
-            LawfulTx::Postgres(tx) if !(device_pks.is_empty() && subject_pks.is_empty()) => {
-                super::postgres_lawful::external_ids(tx, device_pks, subject_pks).await
-            }
-            _ => Ok((
-                self.device_ids(device_pks).await?,
-                self.subject_ids(subject_pks).await?,
-            )),
-        }
     }
 
     /// Seals `draft` onto the chain (its `id` is replaced by the head's + 1) and inserts it.
@@ -561,13 +526,22 @@ impl Store {
         Ok(rec)
     }
 
-    /// A crime-scene query as one audited read: what [`LawfulTx::scene_matches`] finds for
-    /// `scene` over `cover`, with the external ids of the matches' devices and subjects,
+    /// A crime-scene query as one audited read: the tracks that came within `scene`'s radius
+    /// during its window (SPEC §4), read through the index (`cover` =
+    /// [`scene_cover`](crate::query::cells::scene_cover) of the scene, see the module doc)
+    /// and matched exactly in code ([`matches_of`]), with the external ids of the matches'
+    /// devices and subjects,
     /// and the audit entry `entry` makes of it (with anything else `entry` works out,
     /// returned beside it), in one transaction; nothing is returned unless the entry is
     /// committed. On SQLite the transaction is one pass on a connection's handle, as for
-    /// [`Store::at_time_audited`]; on PostgreSQL it is [`Store::begin_lawful`], the two reads
-    /// of [`LawfulTx::scene_matches`], [`LawfulTx::external_ids`], the append and the commit.
+    /// [`Store::at_time_audited`]. On PostgreSQL it is four statements on one connection,
+    /// each its own transaction, as location-at-time's two are: the two reads of
+    /// [`postgres_lawful::scene_rows`](super::postgres_lawful::scene_rows), the external
+    /// ids, then the append, which commits as it
+    /// returns; nothing is handed back before it has. `BEGIN … COMMIT` around them added two
+    /// round trips and nothing else: at the store's READ COMMITTED each statement reads its
+    /// own snapshot inside a transaction too (see DECISIONS.md, "PostgreSQL's audited reads
+    /// are statements, not one transaction").
     pub async fn scene_audited<T>(
         &self,
         cover: &SceneCover,
@@ -575,21 +549,28 @@ impl Store {
         cfg: &QueryConfig,
         entry: impl FnOnce(SceneFound) -> (AuditDraft, T),
     ) -> Result<(T, AuditRecord)> {
-        if let Store::Sqlite(s) = self {
-            let q = SceneLookup::new(cover, scene, cfg);
-            return super::sqlite_lawful::scene_audited(s, &q, scene, cfg, entry).await;
-        }
-        let mut tx = self.begin_lawful().await?;
-        let matches = tx.scene_matches(cover, scene, cfg).await?;
+        let q = SceneLookup::new(cover, scene, cfg);
+        let s = match self {
+            Store::Sqlite(s) => {
+                return super::sqlite_lawful::scene_audited(s, &q, scene, cfg, entry).await
+            }
+            Store::Postgres(s) => s,
+        };
+        let mut conn = s.pool().acquire().await?;
+        let rows = super::postgres_lawful::scene_rows(&mut conn, &q).await?;
+        let matches = matches_of(rows, scene, cfg);
         let (device_pks, subject_pks) = keys_of(&matches);
-        let (devices, subjects) = tx.external_ids(&device_pks, &subject_pks).await?;
+        let (devices, subjects) = if matches.is_empty() {
+            (HashMap::new(), HashMap::new())
+        } else {
+            super::postgres_lawful::external_ids(&mut conn, &device_pks, &subject_pks).await?
+        };
         let (draft, t) = entry(SceneFound {
             matches,
             devices,
             subjects,
         });
-        let rec = tx.append_audit(draft).await?;
-        tx.commit().await?;
+        let rec = super::postgres_lawful::append_audit(&mut conn, draft).await?;
         Ok((t, rec))
     }
 
@@ -603,7 +584,7 @@ impl Store {
     /// round trips where `BEGIN … COMMIT` around them took four, and nothing a transaction
     /// would add: at the store's READ COMMITTED each statement of a transaction reads its
     /// own snapshot anyway, and a read leaves nothing to roll back (see DECISIONS.md,
-    /// "PostgreSQL's location-at-time is two round trips, not one transaction").
+    /// "PostgreSQL's audited reads are statements, not one transaction").
     pub async fn at_time_audited<T>(
         &self,
         subject_id: &str,

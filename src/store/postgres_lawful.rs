@@ -236,12 +236,15 @@ pub(super) async fn scene_rows(
     conn: &mut PgConnection,
     q: &SceneLookup<'_>,
 ) -> Result<Vec<SceneRow>> {
-    let ranges: Vec<(i64, Micros, Micros)> = sqlx::query_as(
-        "SELECT device_pk::int8, ts - $3, ts + $3 FROM fixes \
+    // (`x * x`, not `x ^ 2`: PostgreSQL's `^` is `pow()`, which showed in a profile of
+    // the server, and `HitDisk::holds` multiplies too)
+    let ranges: Vec<(i32, Micros, Micros)> = sqlx::query_as(
+        "SELECT device_pk, ts - $3, ts + $3 FROM fixes \
          WHERE cell = ANY($1) AND ts BETWEEN $4 AND $5 \
-           AND ((lat_e7 - $8) * $9) ^ 2 + ((lon_e7 - $10) * $11) ^ 2 <= $12 ^ 2 \
+           AND ((lat_e7 - $8) * $9) * ((lat_e7 - $8) * $9) \
+             + ((lon_e7 - $10) * $11) * ((lon_e7 - $10) * $11) <= $12 * $12 \
          UNION ALL \
-         SELECT device_pk::int8, t0, t1 FROM fix_segments \
+         SELECT device_pk, t0, t1 FROM fix_segments \
          WHERE cell = ANY($2) AND t0 BETWEEN $4 AND $7 AND t1 >= $6 \
            AND (lat_lo IS NULL \
                 OR (lat_lo <= $14 AND lat_hi >= $13 AND lon_lo <= $16 AND lon_hi >= $15))",
@@ -267,10 +270,15 @@ pub(super) async fn scene_rows(
     if ranges.is_empty() {
         return Ok(Vec::new());
     }
+    let ranges: Vec<(i64, Micros, Micros)> = ranges
+        .into_iter()
+        .map(|(d, a, b)| (i64::from(d), a, b))
+        .collect();
     let intervals = merge_intervals(&[], &ranges, q.gap_us);
-    let rows: Vec<SceneRow> = sqlx::query_as(
-        "SELECT g.device_pk::int8 AS device_pk, g.ts, g.subject_pk::int8 AS subject_pk, \
-             g.lat_e7, g.lon_e7, g.accuracy_m, NULL::int8 AS prev_ts \
+    // Columns as stored, decoded by position: this read returns thousands of rows, and
+    // sqlx's by-name decoding looked each column's name up in a map, row after row.
+    let rows: Vec<(i32, Micros, i32, i32, i32, Option<f32>)> = sqlx::query_as(
+        "SELECT g.device_pk, g.ts, g.subject_pk, g.lat_e7, g.lon_e7, g.accuracy_m \
          FROM UNNEST($1::int4[], $2::int8[], $3::int8[]) AS j(d, a, b) \
          CROSS JOIN LATERAL ( \
              SELECT device_pk, ts, subject_pk, lat_e7, lon_e7, accuracy_m FROM fixes \
@@ -288,6 +296,18 @@ pub(super) async fn scene_rows(
     .bind(intervals.iter().map(|i| i.2).collect::<Vec<_>>())
     .fetch_all(&mut *conn)
     .await?;
+    let rows = rows
+        .into_iter()
+        .map(|(d, ts, s, lat_e7, lon_e7, accuracy_m)| SceneRow {
+            device_pk: i64::from(d),
+            ts,
+            subject_pk: i64::from(s),
+            lat_e7,
+            lon_e7,
+            accuracy_m,
+            prev_ts: None,
+        })
+        .collect();
     Ok(island_rows_near(rows, &q.bx))
 }
 
@@ -339,7 +359,8 @@ pub(super) async fn subject_ids(
     Ok(rows.into_iter().collect())
 }
 
-/// [`LawfulTx::external_ids`](super::LawfulTx::external_ids) on PostgreSQL: one read.
+/// External ids of devices and of subjects by store key, in one read (for
+/// [`Store::scene_audited`](super::Store::scene_audited)).
 pub(super) async fn external_ids(
     conn: &mut PgConnection,
     device_pks: &[i64],

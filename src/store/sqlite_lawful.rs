@@ -323,17 +323,8 @@ pub(super) async fn plan_without_bound_values(conn: &mut SqliteConnection) -> Re
 /// islands, the predecessors and the box filter computed here rather than by window
 /// functions, which SQLite evaluates an order of magnitude slower than the reads
 /// themselves (measured on 10 M fixes: 7,300 hits and 11,300 loaded fixes took 3 ms to
-/// read and 60 ms to window). Read through rusqlite ([`on_handle`]); only the columns the
-/// maths needs.
-pub(super) async fn scene_rows(
-    conn: &mut SqliteConnection,
-    tail: &Tail,
-    q: &SceneLookup<'_>,
-) -> Result<Vec<SceneRow>> {
-    on_handle(conn, |db| read_scene_rows(db, tail, q)).await
-}
-
-/// [`scene_rows`]' read, on a handle.
+/// read and 60 ms to window). Read through rusqlite on a connection's handle (in
+/// [`scene_audited`]'s pass); only the columns the maths needs.
 fn read_scene_rows(
     db: &rusqlite::Connection,
     tail: &Tail,
