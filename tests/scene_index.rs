@@ -259,6 +259,52 @@ async fn a_fix_between_two_close_intervals_is_not_skipped(backend: Backend) {
     assert_eq!(index_answer(&store, &scene, &cfg).await, vec![]);
 }
 
+/// A key sent twice in one group, the first copy without a position: that copy is the one
+/// stored (the second meets it and is skipped), so the track runs straight from the fix
+/// before it to the fix after it, 10 km across the scene, and the segment indexer must
+/// index that segment, not the two legs through where the second copy says it was (30 km
+/// north, far from every cell the scene looks up).
+async fn a_key_sent_twice_in_one_group_is_indexed_as_stored(backend: Backend) {
+    let (url, _guard) = fresh_database(backend).await;
+    let store = Store::connect(&url).await.unwrap();
+    let (subject_pk, device_pk) = wearer(&store, 1).await;
+    let frame = LocalFrame::new(CENTRE);
+    let row = |t_s: i64, pos: Option<(f64, f64)>| {
+        fix_row(
+            device_pk,
+            Some(subject_pk),
+            T0 + t_s * 1_000_000,
+            pos.map(|(x, y)| frame.to_latlon(x, y)),
+            5.0,
+        )
+    };
+    let group = [
+        row(0, Some((-5_000.0, 0.0))),
+        row(120, None),
+        row(120, Some((0.0, 30_000.0))),
+        row(240, Some((5_000.0, 0.0))),
+    ];
+    store.insert_fixes(&group).await.unwrap();
+    let stored = store
+        .device_fixes(device_pk, T0, T0 + 240 * 1_000_000)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 3);
+    assert_eq!(stored[1].lat_e7, None, "the first copy is the one stored");
+    let scene = SceneQuery {
+        center: CENTRE,
+        radius_m: 50.0,
+        from_us: T0 + 60 * 1_000_000,
+        to_us: T0 + 180 * 1_000_000,
+    };
+    let cfg = QueryConfig::default();
+    let all: Vec<QFix> = stored.iter().filter_map(FixRow::qfix).collect();
+    let want = scene_matches(&all, &scene, &cfg);
+    assert_eq!(want.len(), 1, "the stored track crosses the scene");
+    assert_eq!(want[0].method, MatchMethod::Interpolated);
+    assert_eq!(index_answer(&store, &scene, &cfg).await, want);
+}
+
 /// A long segment indexed, then a fix that arrives late between its ends: the segment from
 /// the same start to the late fix passes through the scene, the one it replaced does not
 /// come near it, and both cross the same coarse cells around the scene, so the new one's
@@ -593,7 +639,8 @@ on_both_stores!(
     the_purge_keeps_the_index_of_what_it_keeps,
     index_answers_equal_brute_force,
     a_fix_between_two_close_intervals_is_not_skipped,
-    a_late_fix_that_turns_a_long_segment_through_the_scene_is_found
+    a_late_fix_that_turns_a_long_segment_through_the_scene_is_found,
+    a_key_sent_twice_in_one_group_is_indexed_as_stored
 );
 
 /// Two servers on one PostgreSQL database, taking turns with every device's fixes: each

@@ -373,9 +373,24 @@ impl Store {
     }
 }
 
-/// Marks, for each row, whether its key is among `inserted` (the keys the database returned).
+/// Marks, for each row, whether it is the row stored: its key is among `inserted` (the keys
+/// the database returned) and it is the key's first row in `rows` ([`first_of_each_key`]).
 fn mark_inserted(rows: &[FixRow], inserted: &std::collections::HashSet<(i64, i64)>) -> Vec<bool> {
+    first_of_each_key(rows)
+        .into_iter()
+        .zip(rows)
+        .map(|(first, r)| first && inserted.contains(&(r.device_pk, r.ts)))
+        .collect()
+}
+
+/// Marks, for each row, whether it is the first of `rows` with its key: the one an insert
+/// stores when a group holds a key twice (the ingest writer's rule, DECISIONS.md
+/// "Duplicates inside one request"; PostgreSQL's `ON CONFLICT DO NOTHING` skips the later
+/// copy). The service's writer never hands a store a key twice, but the library does not
+/// rely on that: both stores mark, index and log only the first copy.
+fn first_of_each_key(rows: &[FixRow]) -> Vec<bool> {
+    let mut seen = std::collections::HashSet::with_capacity(rows.len());
     rows.iter()
-        .map(|r| inserted.contains(&(r.device_pk, r.ts)))
+        .map(|r| seen.insert((r.device_pk, r.ts)))
         .collect()
 }

@@ -15,7 +15,10 @@ use std::sync::Arc;
 use super::sqlite_lawful::{on_handle, plan_without_bound_values};
 use super::sqlite_tail::{decode, encode, Chunk, Seen, Tail, CHUNK_ROWS};
 
-use super::{DeviceRow, FixRow, NewSubject, Result, StoreError, SubjectRow, Upkeep, UserRow};
+use super::{
+    first_of_each_key, DeviceRow, FixRow, NewSubject, Result, StoreError, SubjectRow, Upkeep,
+    UserRow,
+};
 use crate::model::fix::lag_ms;
 use crate::model::Micros;
 
@@ -495,7 +498,9 @@ impl SqliteStore {
                 .classify(rows)
                 .into_iter()
                 .zip(rows)
-                .map(|(seen, r)| match seen {
+                .zip(first_of_each_key(rows))
+                .map(|((seen, r), first)| match seen {
+                    _ if !first => Ok(false),
                     Seen::InTail => Ok(false),
                     Seen::New => Ok(true),
                     Seen::Check => Ok(!exists.exists(rusqlite::params![r.device_pk, r.ts])?),
