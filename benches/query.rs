@@ -1,9 +1,10 @@
 //! Lawful-query latency in process over a large store (issue #4): a 500 m / 24 h
 //! crime-scene query and a location-at-time query, each the whole audited path the API runs
-//! (begin, index reads, exact maths, id lookups, audit append, commit), on SQLite and
-//! PostgreSQL, with p50/p95/p99 printed beside criterion's estimates, and the same
-//! percentiles for each phase of the path (crime-scene: `cover`, then one call: `lookup`
-//! (begin, reads, maths, ids) and `audit+commit`; location-at-time, one call: `begin+read`,
+//! (index reads, exact maths, id lookups, audit append and its commit; SQLite wraps them in
+//! one transaction, PostgreSQL runs them as statements, see `Store::scene_audited`), on
+//! SQLite and PostgreSQL, with p50/p95/p99 printed beside criterion's estimates, and the
+//! same percentiles for each phase of the path (crime-scene: `cover`, then one call:
+//! `lookup` (reads, maths, ids) and `audit+commit`; location-at-time, one call: `begin+read`,
 //! `maths`, `audit+commit`), so a figure says where its milliseconds went.
 //!
 //! The dataset: 2,000 devices (one subject each), one fix a minute, London-wide random walks
