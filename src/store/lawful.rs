@@ -530,18 +530,16 @@ impl Store {
     /// during its window (SPEC §4), read through the index (`cover` =
     /// [`scene_cover`](crate::query::cells::scene_cover) of the scene, see the module doc)
     /// and matched exactly in code ([`matches_of`]), with the external ids of the matches'
-    /// devices and subjects,
-    /// and the audit entry `entry` makes of it (with anything else `entry` works out,
-    /// returned beside it), in one transaction; nothing is returned unless the entry is
-    /// committed. On SQLite the transaction is one pass on a connection's handle, as for
-    /// [`Store::at_time_audited`]. On PostgreSQL it is four statements on one connection,
-    /// each its own transaction, as location-at-time's two are: the two reads of
-    /// [`postgres_lawful::scene_rows`](super::postgres_lawful::scene_rows), the external
-    /// ids, then the append, which commits as it
-    /// returns; nothing is handed back before it has. `BEGIN … COMMIT` around them added two
-    /// round trips and nothing else: at the store's READ COMMITTED each statement reads its
-    /// own snapshot inside a transaction too (see DECISIONS.md, "PostgreSQL's audited reads
-    /// are statements, not one transaction").
+    /// devices and subjects, and the audit entry `entry` makes of it (with anything else
+    /// `entry` works out, returned beside it); nothing is returned unless the entry is
+    /// committed. On SQLite it is one transaction in one pass on a connection's handle, as
+    /// for [`Store::at_time_audited`]. On PostgreSQL it is four statements on one
+    /// connection, each its own transaction, as location-at-time's two are: the two reads
+    /// of [`postgres_lawful::scene_rows`](super::postgres_lawful::scene_rows), the external
+    /// ids, then the append, which commits as it returns. `BEGIN … COMMIT` around them added
+    /// two round trips and nothing else: at the store's READ COMMITTED each statement reads
+    /// its own snapshot inside a transaction too (see DECISIONS.md, "PostgreSQL's audited
+    /// reads are statements, not one transaction").
     pub async fn scene_audited<T>(
         &self,
         cover: &SceneCover,
