@@ -1,7 +1,7 @@
 //! Per-device engine state: in-order evaluation, replay on late data, server-time sweeps.
 //!
 //! Order independence (SPEC §3) by checkpoint and replay: the fix-time rule state
-//! ([`RuleState`]) is snapshotted before the first fix of each `checkpoint_s` bucket of fix
+//! (`rules::RuleState`) is snapshotted before the first fix of each `checkpoint_s` bucket of fix
 //! time (and once, as *genesis*, before the device's first fix). A late fix (ts ≤ newest
 //! already evaluated, or before a window end a sweep already applied) makes `apply` answer
 //! `NeedsReplay { from_us }` with the checkpoint at or before it; `replay` restores that
@@ -20,7 +20,7 @@
 //! - comms loss lives outside the replayed state: it is server time, changed only by
 //!   receipt of pings and by sweeps, never rewound by replay.
 //! - fixes older than `newest − horizon` (or older than every checkpoint) never trigger a
-//!   replay; they are evaluated on their own ([`rules::evaluate_alone`]).
+//!   replay; they are evaluated on their own (`rules::evaluate_alone`).
 
 use crate::engine::reconcile::Reconciled;
 use crate::engine::rules::{self, Events, RuleState};

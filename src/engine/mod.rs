@@ -6,7 +6,7 @@
 //! - [`schedule`] — schedule windows → UTC intervals, with the SPEC §1 DST rules;
 //! - [`rules`] — one small state machine per rule, on a fix-time-ordered stream;
 //! - [`device`] — per-device state, in-order evaluation, checkpoints and replay of late data;
-//! - [`reconcile`] — the pure diff between stored alerts and re-evaluated episodes.
+//! - [`reconcile`](mod@reconcile) — the pure diff between stored alerts and re-evaluated episodes.
 //!
 //! Caller protocol (ingest):
 //! 1. store the batch, then `DeviceEngine::apply(batch)`;
@@ -127,7 +127,7 @@ pub struct Episode {
     pub evidence_count: u32,
     /// (added field) the episode was already under way at the first fix of a replay on a
     /// fresh engine (restart), so it may have started earlier than `started_us`;
-    /// [`reconcile`] then keeps the stored start.
+    /// [`reconcile`](fn@reconcile) then keeps the stored start.
     pub may_have_started_earlier: bool,
 }
 

@@ -1,6 +1,6 @@
 //! The SPEC §3 rules as small state machines over one device's fixes in fix-time order.
 //!
-//! [`RuleState`] is everything a device's fix-time rules remember: one [`Run`] slot per rule
+//! `RuleState` is everything a device's fix-time rules remember: one `Run` slot per rule
 //! (per zone for zone rules). A run is a candidate or open episode; it becomes an episode
 //! (`opened`) once its condition has held long enough (`grace_s` for zone rules, at once for
 //! the others).

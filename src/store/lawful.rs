@@ -57,7 +57,7 @@ use crate::query::{QFix, QueryConfig};
 use super::sqlite_tail::Tail;
 use super::{FixRow, Result, Store};
 
-/// Consecutive positioned, attributed fixes ([`Pt::of`]) of one device at most this far
+/// Consecutive positioned, attributed fixes (`Pt::of`) of one device at most this far
 /// apart get `fix_segments` rows when they are long. One hour is far above any sensible
 /// `--max-gap-s` (default 300 s), so the index holds every linked long segment whatever
 /// the setting up to it.
@@ -411,7 +411,7 @@ pub(super) fn settled(mut r: AtTimeRead, at: Micros) -> AtTimeRead {
 /// without [`LawfulTx::commit`] and nothing is written.
 pub enum LawfulTx {
     /// With the ingest log's tail, which SQLite's reads of fixes merge (see
-    /// [`super::sqlite_tail`]), and the store's write gate, held until the transaction ends.
+    /// `store::sqlite_tail`), and the store's write gate, held until the transaction ends.
     Sqlite(
         sqlx::Transaction<'static, sqlx::Sqlite>,
         Arc<Tail>,
@@ -529,13 +529,13 @@ impl Store {
     /// A crime-scene query as one audited read: the tracks that came within `scene`'s radius
     /// during its window (SPEC §4), read through the index (`cover` =
     /// [`scene_cover`](crate::query::cells::scene_cover) of the scene, see the module doc)
-    /// and matched exactly in code ([`matches_of`]), with the external ids of the matches'
+    /// and matched exactly in code (`matches_of`), with the external ids of the matches'
     /// devices and subjects, and the audit entry `entry` makes of it (with anything else
     /// `entry` works out, returned beside it); nothing is returned unless the entry is
     /// committed. On SQLite it is one transaction in one pass on a connection's handle, as
     /// for [`Store::at_time_audited`]. On PostgreSQL it is four statements on one
     /// connection, each its own transaction, as location-at-time's two are: the two reads
-    /// of [`postgres_lawful::scene_rows`](super::postgres_lawful::scene_rows), the external
+    /// of `postgres_lawful::scene_rows`, the external
     /// ids, then the append, which commits as it returns. `BEGIN … COMMIT` around them added
     /// two round trips and nothing else: at the store's READ COMMITTED each statement reads
     /// its own snapshot inside a transaction too (see DECISIONS.md, "PostgreSQL's audited

@@ -32,7 +32,7 @@ pub const DEFAULT_COMPACT_ROWS: usize = 131_072;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
     /// SQLite: the tail is compacted into `fixes` once it holds this many fixes (see
-    /// [`sqlite_tail`]).
+    /// `sqlite_tail`).
     pub compact_rows: usize,
 }
 
@@ -160,7 +160,7 @@ pub struct DeviceRow {
     pub subject_id: Option<String>,
 }
 
-/// One fix as stored (serde: SQLite's ingest log, [`sqlite_tail`]).
+/// One fix as stored (serde: SQLite's ingest log, `sqlite_tail`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FixRow {
     pub device_pk: i64,

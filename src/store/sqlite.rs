@@ -23,7 +23,7 @@ use crate::model::fix::lag_ms;
 use crate::model::Micros;
 
 /// The embedded store. Fixes are acknowledged through an append-only log and an
-/// in-memory tail before they reach `fixes` (see [`super::sqlite_tail`]).
+/// in-memory tail before they reach `fixes` (see `store::sqlite_tail`).
 ///
 /// `gate`, the write gate, is held by every transaction that writes the log or `fixes`
 /// or changes the tail's membership, and by every audited transaction ([`super::LawfulTx`],
@@ -475,9 +475,9 @@ impl SqliteStore {
 
     /// Acknowledges a group of fixes durably: per row, whether it was new. The new rows
     /// are appended to the ingest log as one row and join the tail (see
-    /// [`super::sqlite_tail`]); the long segments they form are indexed in the same
+    /// `store::sqlite_tail`); the long segments they form are indexed in the same
     /// transaction. Run in place, through rusqlite on the transaction's own handle
-    /// ([`on_handle`]): through sqlx each bound value and each returned key is a message to
+    /// (`on_handle`): through sqlx each bound value and each returned key is a message to
     /// and from its worker thread, which at tens of thousands of fixes a second cost more
     /// than SQLite's own work.
     #[tracing::instrument(skip_all, fields(rows = rows.len()))]
