@@ -19,7 +19,9 @@
 //! TAGWATCH_BENCH_BACKENDS=sqlite cargo bench --bench query   # one store
 //! ```
 //! PostgreSQL: `TAGWATCH_BENCH_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`)
-//! names a server and a database to connect to while creating the bench database.
+//! names a server and a database to connect to while creating the bench database, and
+//! `TAGWATCH_BENCH_PG_DB` (letters, digits and `_`; default `tw_bench_<fixes>`) the bench
+//! database itself: two builds whose migrations differ each need their own to be compared.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -79,7 +81,12 @@ async fn open(backend: &'static str, fixes: usize) -> Data {
         _ => {
             let base = std::env::var("TAGWATCH_BENCH_PG_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-            let name = format!("tw_bench_{fixes}");
+            let name = std::env::var("TAGWATCH_BENCH_PG_DB")
+                .unwrap_or_else(|_| format!("tw_bench_{fixes}"));
+            assert!(
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "TAGWATCH_BENCH_PG_DB: letters, digits and _ only"
+            );
             let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
                 .await
                 .expect("PostgreSQL for the bench");
