@@ -16,7 +16,6 @@
 pub mod monitor;
 pub mod parse;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -171,24 +170,13 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        // The first occurrence of a key in the group is written; later ones are duplicates.
-        let mut first_at: HashMap<(i64, i64), usize> = HashMap::with_capacity(n);
+        // The whole group goes to the store, which stores the first occurrence of a key and
+        // reports later ones (in the same request or another of the group) as duplicates.
         let mut group: Vec<FixRow> = Vec::with_capacity(n);
-        let mut slots: Vec<Vec<Option<usize>>> = Vec::with_capacity(jobs.len());
+        let mut ends: Vec<usize> = Vec::with_capacity(jobs.len());
         for job in &jobs {
-            let mut s = Vec::with_capacity(job.rows.len());
-            for r in &job.rows {
-                let key = (r.device_pk, r.ts);
-                match first_at.entry(key) {
-                    std::collections::hash_map::Entry::Occupied(_) => s.push(None),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(group.len());
-                        s.push(Some(group.len()));
-                        group.push(r.clone());
-                    }
-                }
-            }
-            slots.push(s);
+            group.extend_from_slice(&job.rows);
+            ends.push(group.len());
         }
         let started = Instant::now();
         let result = store.insert_fixes(&group).await;
@@ -202,9 +190,10 @@ async fn writer(
         depth.update();
         match &result {
             Ok(inserted) => {
-                for (ack, s) in acks.into_iter().zip(&slots) {
-                    let flags = s.iter().map(|slot| slot.is_some_and(|i| inserted[i]));
-                    let _ = ack.send(Ok(flags.collect()));
+                let mut start = 0;
+                for (ack, &end) in acks.into_iter().zip(&ends) {
+                    let _ = ack.send(Ok(inserted.get(start..end).unwrap_or_default().to_vec()));
+                    start = end;
                 }
             }
             Err(e) => {

@@ -332,10 +332,27 @@ impl Store {
     }
 
     /// Inserts fixes in one transaction, synced before return. Returns, per input row,
-    /// whether it was stored (false = a fix with the same `(device, ts)` already existed).
-    /// Rows must be free of duplicate keys among themselves.
+    /// whether it was stored (false = a fix with the same `(device, ts)` already existed,
+    /// or came earlier in `rows`: of a key given twice, the first copy is the one stored,
+    /// DECISIONS.md "Duplicates inside one request"). The stores themselves take distinct
+    /// keys; later copies are set aside here, the only place that looks for them (the
+    /// ingest writer hands its whole group over).
     pub async fn insert_fixes(&self, rows: &[FixRow]) -> Result<Vec<bool>> {
-        dispatch!(self, insert_fixes(rows))
+        let first = first_of_each_key(rows);
+        if first.iter().all(|f| *f) {
+            return dispatch!(self, insert_fixes(rows));
+        }
+        let distinct: Vec<FixRow> = rows
+            .iter()
+            .zip(&first)
+            .filter(|(_, f)| **f)
+            .map(|(r, _)| r.clone())
+            .collect();
+        let mut stored = dispatch!(self, insert_fixes(&distinct))?.into_iter();
+        Ok(first
+            .into_iter()
+            .map(|f| f && stored.next().unwrap_or(false))
+            .collect())
     }
 
     /// Every stored fix of a device in `[from, to]`, oldest first.
@@ -373,21 +390,15 @@ impl Store {
     }
 }
 
-/// Marks, for each row, whether it is the row stored: its key is among `inserted` (the keys
-/// the database returned) and it is the key's first row in `rows` ([`first_of_each_key`]).
+/// Marks, for each row, whether its key is among `inserted` (the keys the database returned;
+/// the rows' keys are distinct, see [`Store::insert_fixes`]).
 fn mark_inserted(rows: &[FixRow], inserted: &std::collections::HashSet<(i64, i64)>) -> Vec<bool> {
-    first_of_each_key(rows)
-        .into_iter()
-        .zip(rows)
-        .map(|(first, r)| first && inserted.contains(&(r.device_pk, r.ts)))
+    rows.iter()
+        .map(|r| inserted.contains(&(r.device_pk, r.ts)))
         .collect()
 }
 
-/// Marks, for each row, whether it is the first of `rows` with its key: the one an insert
-/// stores when a group holds a key twice (the ingest writer's rule, DECISIONS.md
-/// "Duplicates inside one request"; PostgreSQL's `ON CONFLICT DO NOTHING` skips the later
-/// copy). The service's writer never hands a store a key twice, but the library does not
-/// rely on that: both stores mark, index and log only the first copy.
+/// Marks, for each row, whether it is the first of `rows` with its key.
 fn first_of_each_key(rows: &[FixRow]) -> Vec<bool> {
     let mut seen = std::collections::HashSet::with_capacity(rows.len());
     rows.iter()

@@ -305,10 +305,11 @@ impl PgStore {
             .collect()
     }
 
-    /// Inserts a group of fixes (a key already stored is left as it is) and indexes the long
-    /// segments they form, in one transaction; says per row whether it was inserted.
+    /// Inserts a group of fixes (distinct keys: [`super::Store::insert_fixes`] sets later
+    /// copies aside; a key already stored is left as it is) and indexes the long segments
+    /// they form, in one transaction; says per row whether it was inserted.
     #[tracing::instrument(skip_all, fields(rows = rows.len()))]
-    pub async fn insert_fixes(&self, rows: &[FixRow]) -> Result<Vec<bool>> {
+    pub(super) async fn insert_fixes(&self, rows: &[FixRow]) -> Result<Vec<bool>> {
         let mut newest = self.newest.lock().await;
         let written = self.insert_fixes_with(rows, &mut newest).await;
         if written.is_err() {

@@ -15,10 +15,7 @@ use std::sync::Arc;
 use super::sqlite_lawful::{on_handle, plan_without_bound_values};
 use super::sqlite_tail::{decode, encode, Chunk, Seen, Tail, CHUNK_ROWS};
 
-use super::{
-    first_of_each_key, DeviceRow, FixRow, NewSubject, Result, StoreError, SubjectRow, Upkeep,
-    UserRow,
-};
+use super::{DeviceRow, FixRow, NewSubject, Result, StoreError, SubjectRow, Upkeep, UserRow};
 use crate::model::fix::lag_ms;
 use crate::model::Micros;
 
@@ -473,7 +470,8 @@ impl SqliteStore {
             .collect()
     }
 
-    /// Acknowledges a group of fixes durably: per row, whether it was new. The new rows
+    /// Acknowledges a group of fixes durably (distinct keys: [`super::Store::insert_fixes`]
+    /// sets later copies aside): per row, whether it was new. The new rows
     /// are appended to the ingest log as one row and join the tail (see
     /// `store::sqlite_tail`); the long segments they form are indexed in the same
     /// transaction. Run in place, through rusqlite on the transaction's own handle
@@ -481,7 +479,7 @@ impl SqliteStore {
     /// and from its worker thread, which at tens of thousands of fixes a second cost more
     /// than SQLite's own work.
     #[tracing::instrument(skip_all, fields(rows = rows.len()))]
-    pub async fn insert_fixes(&self, rows: &[FixRow]) -> Result<Vec<bool>> {
+    pub(super) async fn insert_fixes(&self, rows: &[FixRow]) -> Result<Vec<bool>> {
         let _gate = self.write_gate().await?;
         let tail = &self.tail;
         // IMMEDIATE: the transaction reads before it writes, and a deferred one could not
@@ -498,9 +496,7 @@ impl SqliteStore {
                 .classify(rows)
                 .into_iter()
                 .zip(rows)
-                .zip(first_of_each_key(rows))
-                .map(|((seen, r), first)| match seen {
-                    _ if !first => Ok(false),
+                .map(|(seen, r)| match seen {
                     Seen::InTail => Ok(false),
                     Seen::New => Ok(true),
                     Seen::Check => Ok(!exists.exists(rusqlite::params![r.device_pk, r.ts])?),
