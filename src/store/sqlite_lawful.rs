@@ -164,12 +164,14 @@ fn read_at_time(
     let fixes_sql = format!(
         "SELECT {FIX_COLUMNS} FROM fixes WHERE (device_pk, ts) IN ( \
              SELECT a.device_pk, (SELECT g.ts FROM fixes g WHERE g.device_pk = a.device_pk \
-                 AND g.ts <= ?2 AND g.subject_pk = ?1 AND g.lat_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1) \
+                 AND g.ts <= ?2 AND g.subject_pk = ?1 AND g.lat_e7 IS NOT NULL \
+                 AND g.lon_e7 IS NOT NULL ORDER BY g.ts DESC LIMIT 1) \
              FROM device_assignments a WHERE a.subject_pk = ?1) \
          UNION ALL \
          SELECT {FIX_COLUMNS} FROM fixes WHERE (device_pk, ts) IN ( \
              SELECT a.device_pk, (SELECT g.ts FROM fixes g WHERE g.device_pk = a.device_pk \
-                 AND g.ts > ?2 AND g.subject_pk = ?1 AND g.lat_e7 IS NOT NULL ORDER BY g.ts LIMIT 1) \
+                 AND g.ts > ?2 AND g.subject_pk = ?1 AND g.lat_e7 IS NOT NULL \
+                 AND g.lon_e7 IS NOT NULL ORDER BY g.ts LIMIT 1) \
              FROM device_assignments a WHERE a.subject_pk = ?1)"
     );
     let subject_pk: Option<i64> = db
