@@ -342,12 +342,7 @@ impl Store {
         if first.iter().all(|f| *f) {
             return dispatch!(self, insert_fixes(rows));
         }
-        let distinct: Vec<FixRow> = rows
-            .iter()
-            .zip(&first)
-            .filter(|(_, f)| **f)
-            .map(|(r, _)| r.clone())
-            .collect();
+        let distinct = rows_where(rows, &first);
         let mut stored = dispatch!(self, insert_fixes(&distinct))?.into_iter();
         Ok(first
             .into_iter()
@@ -395,6 +390,15 @@ impl Store {
 fn mark_inserted(rows: &[FixRow], inserted: &std::collections::HashSet<(i64, i64)>) -> Vec<bool> {
     rows.iter()
         .map(|r| inserted.contains(&(r.device_pk, r.ts)))
+        .collect()
+}
+
+/// Copies of the rows whose flag in `keep` is set.
+fn rows_where(rows: &[FixRow], keep: &[bool]) -> Vec<FixRow> {
+    rows.iter()
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .map(|(r, _)| r.clone())
         .collect()
 }
 

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use super::sqlite_lawful::{on_handle, plan_without_bound_values};
 use super::sqlite_tail::{decode, encode, Chunk, Seen, Tail, CHUNK_ROWS};
 
-use super::{DeviceRow, FixRow, NewSubject, Result, StoreError, SubjectRow, Upkeep, UserRow};
+use super::{
+    rows_where, DeviceRow, FixRow, NewSubject, Result, StoreError, SubjectRow, Upkeep, UserRow,
+};
 use crate::model::fix::lag_ms;
 use crate::model::Micros;
 
@@ -520,12 +522,7 @@ impl SqliteStore {
         })
         .await?;
         tx.commit().await?;
-        let new: Vec<FixRow> = rows
-            .iter()
-            .zip(&stored)
-            .filter(|(_, s)| **s)
-            .map(|(r, _)| r.clone())
-            .collect();
+        let new = rows_where(rows, &stored);
         if !new.is_empty() {
             self.tail.append(seq, new);
         }
