@@ -4,7 +4,8 @@
 //!
 //! The tracks are built to reach each part of the statement: walkers (short segments,
 //! found through fine cells), vehicles (long segments, found through the coarse index),
-//! gaps longer than `max_gap`, a device whose fixes change subject, fixes without a
+//! gaps longer than `max_gap` and gaps within it but longer than PostgreSQL's island
+//! edge, a device whose fixes change subject, fixes without a
 //! subject or a position, and fixes that arrive late in a second insert. On SQLite the
 //! fixes are checked in the ingest log's tail, in the table, and split between the two.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,7 +13,7 @@
 mod common;
 
 use common::{fresh_database, Backend};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -107,9 +108,12 @@ fn tracks_with(
         let mut heading: f64 = rng.gen_range(0.0..std::f64::consts::TAU);
         let mut m = 0;
         while m < MINUTES {
-            // occasionally a gap of 6–20 minutes (longer than the 5-minute max gap)
+            // occasionally a gap of 6–20 minutes (longer than the 5-minute max gap), or
+            // of 3–5 (linked, but past the two minutes PostgreSQL reads around its hits)
             m += if rng.gen_bool(0.03) {
                 rng.gen_range(6..20)
+            } else if rng.gen_bool(0.05) {
+                rng.gen_range(3..=5)
             } else {
                 1
             };
@@ -257,6 +261,105 @@ async fn a_fix_between_two_close_intervals_is_not_skipped(backend: Backend) {
     let all: Vec<QFix> = rows.iter().filter_map(FixRow::qfix).collect();
     assert!(scene_matches(&all, &scene, &cfg).is_empty());
     assert_eq!(index_answer(&store, &scene, &cfg).await, vec![]);
+}
+
+/// A track's only fix near the scene lies just outside the window, and its neighbour is
+/// four minutes away (within the 5-minute max gap) and 850 m out, past every fine cell of
+/// the scene: only the segment between them, clipped at the window's edge, comes within
+/// the radius. PostgreSQL reads an island two minutes either side of its hits and must ask
+/// for the neighbour beyond (`IslandEdges`); checked at the window's start (the neighbour
+/// after the hit) and at its end (the neighbour before).
+async fn a_neighbour_beyond_an_islands_read_is_asked_for(backend: Backend) {
+    let (url, _guard) = fresh_database(backend).await;
+    let store = Store::connect(&url).await.unwrap();
+    let frame = LocalFrame::new(CENTRE);
+    let mut rows = Vec::new();
+    // (wearer, first fix, second fix): x in metres east of the scene, 240 s apart
+    for (i, a, b) in [(1, -400.0, -850.0), (2, 850.0, 400.0)] {
+        let (subject_pk, device_pk) = wearer(&store, i).await;
+        for (t_s, x) in [(0, a), (240, b)] {
+            rows.push(fix_row(
+                device_pk,
+                Some(subject_pk),
+                T0 + t_s * 1_000_000,
+                Some(frame.to_latlon(x, 0.0)),
+                5.0,
+            ));
+        }
+    }
+    store.insert_fixes(&rows).await.unwrap();
+    let all: Vec<QFix> = rows.iter().filter_map(FixRow::qfix).collect();
+    let cfg = QueryConfig::default();
+    let hour = 60 * MINUTE_US;
+    for (from_us, to_us) in [(T0 + 10_000_000, T0 + hour), (T0 - hour, T0 + 230_000_000)] {
+        let scene = SceneQuery {
+            center: CENTRE,
+            radius_m: 500.0,
+            from_us,
+            to_us,
+        };
+        let want = scene_matches(&all, &scene, &cfg);
+        let edge = want
+            .iter()
+            .find(|m| m.method == MatchMethod::Interpolated)
+            .expect("the clipped segment matches");
+        assert!((edge.closest_approach_m - 418.75).abs() < 0.5, "{edge:?}");
+        assert_eq!(index_answer(&store, &scene, &cfg).await, want, "{scene:?}");
+    }
+}
+
+/// Answers name their matches' devices and subjects by their own ids, over a sequence of
+/// scenes whose matches are partly those of earlier answers (PostgreSQL remembers the ids
+/// it has read and reads only the others).
+async fn answers_name_matches_by_their_ids_whether_read_before_or_not(backend: Backend) {
+    let (url, _guard) = fresh_database(backend).await;
+    let store = Store::connect(&url).await.unwrap();
+    let mut rows = Vec::new();
+    let mut keys = Vec::new();
+    for i in 1..=3 {
+        let (subject_pk, device_pk) = wearer(&store, i).await;
+        keys.push((subject_pk, device_pk));
+        // one fix at the scene, wearer i at minute 10 i
+        rows.push(fix_row(
+            device_pk,
+            Some(subject_pk),
+            T0 + 10 * i as i64 * MINUTE_US,
+            Some(CENTRE),
+            5.0,
+        ));
+    }
+    store.insert_fixes(&rows).await.unwrap();
+    let cfg = QueryConfig::default();
+    // (window in minutes, the wearers it finds)
+    for ((from, to), want) in [
+        ((5, 25), vec![1, 2]),
+        ((15, 35), vec![2, 3]),
+        ((0, 40), vec![1, 2, 3]),
+        ((25, 35), vec![3]),
+    ] {
+        let scene = SceneQuery {
+            center: CENTRE,
+            radius_m: 100.0,
+            from_us: T0 + from * MINUTE_US,
+            to_us: T0 + to * MINUTE_US,
+        };
+        let cover = scene_cover(scene.center, scene.radius_m).unwrap();
+        let (found, _) = store
+            .scene_audited(&cover, &scene, &cfg, |found| (draft(), found))
+            .await
+            .unwrap();
+        let want_devices: HashMap<i64, String> = want
+            .iter()
+            .map(|&i| (keys[i - 1].1, format!("D-{i}")))
+            .collect();
+        let want_subjects: HashMap<i64, String> = want
+            .iter()
+            .map(|&i| (keys[i - 1].0, format!("S-{i}")))
+            .collect();
+        assert_eq!(found.matches.len(), want.len(), "{scene:?}");
+        assert_eq!(found.devices, want_devices, "{scene:?}");
+        assert_eq!(found.subjects, want_subjects, "{scene:?}");
+    }
 }
 
 /// A key sent twice in one group, the first copy without a position: that copy is the one
@@ -640,7 +743,9 @@ on_both_stores!(
     index_answers_equal_brute_force,
     a_fix_between_two_close_intervals_is_not_skipped,
     a_late_fix_that_turns_a_long_segment_through_the_scene_is_found,
-    a_key_sent_twice_in_one_group_is_indexed_as_stored
+    a_key_sent_twice_in_one_group_is_indexed_as_stored,
+    a_neighbour_beyond_an_islands_read_is_asked_for,
+    answers_name_matches_by_their_ids_whether_read_before_or_not
 );
 
 /// Two servers on one PostgreSQL database, taking turns with every device's fixes: each

@@ -210,27 +210,117 @@ pub(super) fn long_segments(mut pts: Vec<Pt>, new: &HashSet<(i64, i64)>) -> Vec<
 /// more than `gap` of time is left out, so two loaded fixes that look consecutive are
 /// either truly consecutive or too far apart to be linked. Every segment that can match
 /// has an endpoint hit (short) or an index row (long), so it lies inside one interval.
+/// (The [`islands`] of PostgreSQL's lookup with the whole `gap` read around each hit.)
 pub(super) fn merge_intervals(
     hits: &[(i64, Micros)],
     ranges: &[(i64, Micros, Micros)],
     gap_us: i64,
 ) -> Vec<(i64, Micros, Micros)> {
-    let mut raw: Vec<(i64, Micros, Micros)> = hits
+    islands(hits, ranges, gap_us, gap_us)
+        .into_iter()
+        .map(|i| (i.device_pk, i.read.0, i.read.1))
+        .collect()
+}
+
+/// One island of a scene lookup: `reach` is the interval of [`merge_intervals`], within
+/// which every fix that can matter lies; `read` the part of it to load whole, which
+/// reaches only `edge` before the first hit and after the last (it holds every long
+/// segment's ends, and the hits, and all between them). A hit's neighbour beyond `read`
+/// is asked for separately ([`IslandEdges`]), only when `read` holds none: at the usual
+/// cadence the fixes a minute on either side of the hits are all a scene needs from an
+/// island, not the `gap`'s worth (five minutes by default) that used to be loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Island {
+    pub device_pk: i64,
+    pub reach: (Micros, Micros),
+    pub read: (Micros, Micros),
+    /// The island's first and last hit, when it has any.
+    pub hits: Option<(Micros, Micros)>,
+}
+
+/// The islands of `hits` and `ranges` (see [`merge_intervals`] and [`Island`]), `edge_us`
+/// at most `gap_us`.
+pub(super) fn islands(
+    hits: &[(i64, Micros)],
+    ranges: &[(i64, Micros, Micros)],
+    gap_us: i64,
+    edge_us: i64,
+) -> Vec<Island> {
+    let edge_us = edge_us.min(gap_us);
+    let around = |t: Micros, by: i64| (t.saturating_sub(by), t.saturating_add(by));
+    let mut raw: Vec<Island> = hits
         .iter()
-        .map(|&(d, ts)| (d, ts.saturating_sub(gap_us), ts.saturating_add(gap_us)))
-        .chain(ranges.iter().copied())
+        .map(|&(device_pk, ts)| Island {
+            device_pk,
+            reach: around(ts, gap_us),
+            read: around(ts, edge_us),
+            hits: Some((ts, ts)),
+        })
+        .chain(ranges.iter().map(|&(device_pk, t0, t1)| Island {
+            device_pk,
+            reach: (t0, t1),
+            read: (t0, t1),
+            hits: None,
+        }))
         .collect();
-    raw.sort_unstable();
-    let mut out: Vec<(i64, Micros, Micros)> = Vec::with_capacity(raw.len().min(1024));
-    for (d, a, b) in raw {
+    raw.sort_unstable_by_key(|i| (i.device_pk, i.reach));
+    let mut out: Vec<Island> = Vec::with_capacity(raw.len().min(1024));
+    for i in raw {
         match out.last_mut() {
-            Some(last) if last.0 == d && a <= last.2.saturating_add(gap_us) => {
-                last.2 = last.2.max(b);
+            Some(last)
+                if last.device_pk == i.device_pk
+                    && i.reach.0 <= last.reach.1.saturating_add(gap_us) =>
+            {
+                last.reach.1 = last.reach.1.max(i.reach.1);
+                last.read = (last.read.0.min(i.read.0), last.read.1.max(i.read.1));
+                last.hits = match (last.hits, i.hits) {
+                    (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
+                    (a, b) => a.or(b),
+                };
             }
-            _ => out.push((d, a, b)),
+            _ => out.push(i),
         }
     }
     out
+}
+
+/// The neighbours [`islands`]' reads may have left out: per island with hits, the fix
+/// before its first hit when the read holds none before it and stops short of `gap`, and
+/// likewise after its last hit. Each is an interval of `(device, from, to)` (inclusive) of
+/// which the store loads the latest fix (`before`) or the earliest (`after`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct IslandEdges {
+    pub before: Vec<(i64, Micros, Micros)>,
+    pub after: Vec<(i64, Micros, Micros)>,
+}
+
+impl IslandEdges {
+    /// `loaded`: the `(device, ts)` of the fixes the islands' reads loaded, sorted.
+    pub(super) fn of(islands: &[Island], loaded: &[(i64, Micros)], gap_us: i64) -> IslandEdges {
+        let any_in = |d: i64, from: Micros, to: Micros| {
+            let i = loaded.partition_point(|&k| k < (d, from));
+            loaded.get(i).is_some_and(|&k| k <= (d, to))
+        };
+        let mut edges = IslandEdges::default();
+        for i in islands {
+            let Some((first, last)) = i.hits else {
+                continue;
+            };
+            let d = i.device_pk;
+            let (from, to) = (first.saturating_sub(gap_us), last.saturating_add(gap_us));
+            if i.read.0 > from && !any_in(d, i.read.0, first - 1) {
+                edges.before.push((d, from, i.read.0 - 1));
+            }
+            if i.read.1 < to && !any_in(d, last + 1, i.read.1) {
+                edges.after.push((d, i.read.1 + 1, to));
+            }
+        }
+        edges
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.before.is_empty() && self.after.is_empty()
+    }
 }
 
 /// What both stores hand the matcher from the fixes of the loaded islands (in any order, a
@@ -561,7 +651,8 @@ impl Store {
         let (devices, subjects) = if matches.is_empty() {
             (HashMap::new(), HashMap::new())
         } else {
-            super::postgres_lawful::external_ids(&mut conn, &device_pks, &subject_pks).await?
+            super::postgres_lawful::external_ids(&mut conn, s.ids(), &device_pks, &subject_pks)
+                .await?
         };
         let (draft, t) = entry(SceneFound {
             matches,
@@ -662,6 +753,65 @@ mod tests {
                 (2, -5 * MIN, 5 * MIN)
             ]
         );
+    }
+
+    #[test]
+    fn islands_merge_as_intervals_do_and_read_only_the_edge_around_their_hits() {
+        let gap = 5 * MIN;
+        let got = islands(
+            &[(1, 0), (1, 8 * MIN), (1, 30 * MIN)],
+            &[(1, 40 * MIN, 50 * MIN), (2, 0, 20 * MIN)],
+            gap,
+            2 * MIN,
+        );
+        let island = |device_pk, reach, read, hits| Island {
+            device_pk,
+            reach,
+            read,
+            hits,
+        };
+        assert_eq!(
+            got,
+            vec![
+                island(
+                    1,
+                    (-5 * MIN, 13 * MIN),
+                    (-2 * MIN, 10 * MIN),
+                    Some((0, 8 * MIN))
+                ),
+                // a hit and a segment 5 minutes apart: one island, read from one to the other
+                island(
+                    1,
+                    (25 * MIN, 50 * MIN),
+                    (28 * MIN, 50 * MIN),
+                    Some((30 * MIN, 30 * MIN))
+                ),
+                island(2, (0, 20 * MIN), (0, 20 * MIN), None),
+            ]
+        );
+        // with the edge at the gap, an island's read is its reach: the intervals
+        let whole = islands(&[(1, 0), (1, 8 * MIN)], &[], gap, gap);
+        assert_eq!(whole[0].read, whole[0].reach);
+    }
+
+    #[test]
+    fn an_islands_edges_are_asked_for_only_when_its_read_holds_no_neighbour() {
+        let gap = 5 * MIN;
+        let isl = islands(&[(1, 0), (1, 8 * MIN), (2, 0)], &[], gap, 2 * MIN);
+        // device 1: a fix a minute before its first hit, none after its last; device 2:
+        // none either side of its hit
+        let loaded = [(1, -MIN), (1, 0), (1, 8 * MIN), (2, 0)];
+        let edges = IslandEdges::of(&isl, &loaded, gap);
+        assert_eq!(
+            edges,
+            IslandEdges {
+                before: vec![(2, -5 * MIN, -2 * MIN - 1)],
+                after: vec![(1, 10 * MIN + 1, 13 * MIN), (2, 2 * MIN + 1, 5 * MIN)],
+            }
+        );
+        // read to the gap: nothing beyond it can be linked
+        let isl = islands(&[(1, 0)], &[], gap, gap);
+        assert!(IslandEdges::of(&isl, &[(1, 0)], gap).is_empty());
     }
 
     #[test]

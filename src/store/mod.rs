@@ -8,6 +8,7 @@
 mod compliance;
 mod lawful;
 mod postgres;
+mod postgres_ids;
 mod postgres_lawful;
 mod postgres_newest;
 mod sqlite;

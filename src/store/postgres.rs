@@ -11,6 +11,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
+use super::postgres_ids::Ids;
 use super::postgres_newest::Newest;
 use super::{
     mark_inserted, DeviceRow, FixRow, NewSubject, Result, StoreError, SubjectRow, UserRow,
@@ -28,6 +29,8 @@ pub struct PgStore {
     /// each insert from before its statement to after its commit (one insert at a time per
     /// store: they queue on `fix_writes`' row lock anyway).
     newest: Arc<tokio::sync::Mutex<Newest>>,
+    /// External ids of devices and subjects already read, by store key.
+    ids: Arc<Ids>,
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -109,11 +112,16 @@ impl PgStore {
         Ok(Self {
             pool,
             newest: Arc::default(),
+            ids: Arc::default(),
         })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub(super) fn ids(&self) -> &Ids {
+        &self.ids
     }
 
     pub async fn ping(&self) -> Result<()> {
