@@ -37,9 +37,12 @@
 //!    row (long), so it lies inside one island;
 //! 3. *fixes*: every positioned, attributed fix of each island, with its predecessor's
 //!    time, of which only what [`SceneBox::keeps`] goes on: fixes near the scene and the
-//!    ends of segments that pass near it. Both stores read the hits, then the islands'
-//!    fixes, and compute the islands, the predecessors and the box here
-//!    ([`merge_intervals`], [`island_rows_near`]): window functions
+//!    ends of segments that pass near it. PostgreSQL reads only the part of an island
+//!    around its hits and asks for a hit's neighbour beyond it when that part holds none
+//!    ([`Island`], [`IslandEdges`]): the same fixes the matcher needs, fewer rows. Both
+//!    stores read the hits, then the islands' fixes, and compute the islands, the
+//!    predecessors and the box here ([`merge_intervals`], [`islands`],
+//!    [`island_rows_near`]): window functions
 //!    cost far more than the reads on both (see [`super::sqlite_lawful`] and
 //!    [`super::postgres_lawful`]).
 
