@@ -311,10 +311,12 @@ impl IslandEdges {
             };
             let d = i.device_pk;
             let (from, to) = (first.saturating_sub(gap_us), last.saturating_add(gap_us));
-            if i.read.0 > from && !any_in(d, i.read.0, first - 1) {
+            // (`read.0 > from` and `read.1 < to`: their ± 1 cannot overflow; the hits
+            // ± 1 saturate for a fix stored at the end of time by a library caller)
+            if i.read.0 > from && !any_in(d, i.read.0, first.saturating_sub(1)) {
                 edges.before.push((d, from, i.read.0 - 1));
             }
-            if i.read.1 < to && !any_in(d, last + 1, i.read.1) {
+            if i.read.1 < to && !any_in(d, last.saturating_add(1), i.read.1) {
                 edges.after.push((d, i.read.1 + 1, to));
             }
         }
