@@ -628,10 +628,11 @@ impl Store {
     /// devices and subjects, and the audit entry `entry` makes of it (with anything else
     /// `entry` works out, returned beside it); nothing is returned unless the entry is
     /// committed. On SQLite it is one transaction in one pass on a connection's handle, as
-    /// for [`Store::at_time_audited`]. On PostgreSQL it is four statements on one
-    /// connection, each its own transaction, as location-at-time's two are: the two reads
-    /// of `postgres_lawful::scene_rows`, the external
-    /// ids, then the append, which commits as it returns. `BEGIN … COMMIT` around them added
+    /// for [`Store::at_time_audited`]. On PostgreSQL it is statements on one connection,
+    /// each its own transaction, as location-at-time's two are: the reads of
+    /// `postgres_lawful::scene_rows` (hits, islands, and the islands' edges when needed),
+    /// the external ids the store does not remember yet (`postgres_ids`), then the append,
+    /// which commits as it returns. `BEGIN … COMMIT` around them added
     /// two round trips and nothing else: at the store's READ COMMITTED each statement reads
     /// its own snapshot inside a transaction too (see DECISIONS.md, "PostgreSQL's audited
     /// reads are statements, not one transaction").
