@@ -308,6 +308,46 @@ async fn a_neighbour_beyond_an_islands_read_is_asked_for(backend: Backend) {
     }
 }
 
+/// A short segment (490 m, a minute) passing 99 m from a 100 m scene, both its ends 264 m
+/// away: the pass is found through its ends' fine cells, which must reach
+/// `√(R² + (T/2)²)` = 269 m from the scene (`cells::fine_radius_m`), not just the radius
+/// plus a little. Also checked with the pass a little outside the radius (no match).
+async fn a_short_pass_between_two_far_ends_is_found(backend: Backend) {
+    let (url, _guard) = fresh_database(backend).await;
+    let store = Store::connect(&url).await.unwrap();
+    let frame = LocalFrame::new(CENTRE);
+    let mut rows = Vec::new();
+    // (wearer, the pass's distance from the scene)
+    for (i, y) in [(1, 99.0), (2, -101.0)] {
+        let (subject_pk, device_pk) = wearer(&store, i).await;
+        let at = |x: f64| Some(frame.to_latlon(x, y));
+        assert!(!is_long_segment(at(-245.0).unwrap(), at(245.0).unwrap()));
+        for (t_s, x) in [(-60, -900.0), (0, -245.0), (60, 245.0), (120, 900.0)] {
+            rows.push(fix_row(
+                device_pk,
+                Some(subject_pk),
+                T0 + t_s * 1_000_000,
+                at(x),
+                5.0,
+            ));
+        }
+    }
+    store.insert_fixes(&rows).await.unwrap();
+    let all: Vec<QFix> = rows.iter().filter_map(FixRow::qfix).collect();
+    let cfg = QueryConfig::default();
+    let scene = SceneQuery {
+        center: CENTRE,
+        radius_m: 100.0,
+        from_us: T0 - 600_000_000,
+        to_us: T0 + 600_000_000,
+    };
+    let want = scene_matches(&all, &scene, &cfg);
+    assert_eq!(want.len(), 1, "{want:?}");
+    assert_eq!(want[0].method, MatchMethod::Interpolated);
+    assert!((want[0].closest_approach_m - 99.0).abs() < 0.5, "{want:?}");
+    assert_eq!(index_answer(&store, &scene, &cfg).await, want);
+}
+
 /// Answers name their matches' devices and subjects by their own ids, over a sequence of
 /// scenes whose matches are partly those of earlier answers (PostgreSQL remembers the ids
 /// it has read and reads only the others).
@@ -745,6 +785,7 @@ on_both_stores!(
     a_late_fix_that_turns_a_long_segment_through_the_scene_is_found,
     a_key_sent_twice_in_one_group_is_indexed_as_stored,
     a_neighbour_beyond_an_islands_read_is_asked_for,
+    a_short_pass_between_two_far_ends_is_found,
     answers_name_matches_by_their_ids_whether_read_before_or_not
 );
 

@@ -10,7 +10,8 @@
 //!   [`segment_cells`] at [`COARSE_RES`] (res 7).
 //!
 //! A crime-scene query takes [`scene_cover`]`(center, radius_m)` and gathers the devices
-//! that have a fix in a `fine` cell with `ts ∈ [from − max_gap, to + max_gap]`, or a long
+//! that have a fix in a `fine` cell (a cell meeting the disk of radius
+//! `R_f = √(R² + (T/2)²)`, [`fine_radius_m`]) with `ts ∈ [from − max_gap, to + max_gap]`, or a long
 //! segment in a `coarse` cell whose `[t0, t1]` meets `[from, to]`; it then loads those
 //! devices' fixes over `[from − max_gap, to + max_gap]` and runs
 //! [`scene_matches`](crate::query::scene::scene_matches) on them.
@@ -18,10 +19,15 @@
 //! ## Why nothing is missed
 //! A track matches because a fix, or a point `q` of a linked segment, lies within `R`
 //! (= `radius_m`) of the scene.
-//! - A fix within `R` lies in a fine cell meeting the disk of radius `R + T/2` ⊇ disk `R`.
-//! - A segment of length `L ≤ T` through `q`: one endpoint is within `L/2 ≤ T/2` of `q`,
-//!   hence within `R + T/2` of the scene, so that endpoint fix is in a fine cell of the
-//!   cover, and its time lies within `max_gap` of the window because the segment meets it.
+//! - A fix within `R` lies in a fine cell meeting the disk of radius `R_f` ⊇ disk `R`.
+//! - A segment of length `L ≤ T` through `q`: let `p` be its point nearest the scene
+//!   (`|p| ≤ |q| ≤ R`). If `p` is an endpoint, that fix is within `R`. Otherwise `p` is
+//!   the foot of the perpendicular from the scene, and the endpoint on the shorter side is
+//!   at most `L/2 ≤ T/2` from `p` along the line, so within `√(|p|² + (T/2)²) ≤ R_f` of
+//!   the scene (Pythagoras; the triangle inequality's `R + T/2`, used until 2026-11-25,
+//!   is a third wider for a 500 m scene). Either way that endpoint fix is in a fine cell
+//!   of the cover, and its time lies within `max_gap` of the window because the segment
+//!   meets it.
 //! - A segment longer than `T`: `q`'s coarse cell is among the segment's cells (every cell
 //!   the line touches) and among the cover's coarse cells (every cell meeting disk `R`).
 //!
@@ -32,16 +38,18 @@
 //! every shared vertex is also on a shared edge), so the flood fill reaches all of them.
 //! [`MARGIN_M`] absorbs the difference between H3's edges (great-circle arcs) and straight
 //! lines in the frame (≤ 4 cm at res 7), and the frame-scale difference between the place
-//! a segment is measured and the scene (≤ 0.2 % of `T/2` for scenes up to 10 km away).
+//! a segment is measured and the scene (≤ 0.2 % of `T/2` for scenes up to 10 km away,
+//! which moves `R_f` by under 0.5 m).
 //!
 //! ## Choices
-//! - **Fine res 9** (mean hexagon 0.105 km², edge ≈ 174 m): the disk of a typical scene
-//!   (100–500 m, plus `T/2`) needs 10–40 cells, each holding a city block's worth of fixes
+//! - **Fine res 9** (mean hexagon 0.105 km², edge ≈ 174 m): the fine disk of a typical
+//!   scene (`R` of 100–500 m, `R_f` of 269–559 m) needs 10–30 cells, each holding a city block's worth of fixes
 //!   per time range. Res 10 (edge 66 m) would need about 7× more cells per query for little
 //!   gain in selectivity, res 8 (edge 461 m) would scan about 7× more fixes per cell.
 //! - **`T` = 500 m**: at the usual 30–60 s reporting interval, walking, cycling and most
 //!   urban driving produce segments shorter than 500 m, so few segments need coarse rows,
-//!   while the fine disk grows by only 250 m.
+//!   while the fine disk grows from `R` to `R_f`: by 59 m for a 500 m scene, 169 m for
+//!   100 m.
 //! - **Coarse res 7** (mean 5.16 km², edge ≈ 1.22 km): a long segment (500 m to a few km)
 //!   touches 1–6 cells; a scene disk 1–4. Res 6 would put far more unrelated segments in
 //!   each looked-up cell.
@@ -64,7 +72,7 @@ pub const FIX_RES: Resolution = Resolution::Nine;
 /// Resolution of the cells stored with every long segment.
 pub const COARSE_RES: Resolution = Resolution::Seven;
 /// Segments longer than this (metres) get coarse-cell rows; shorter ones are found through
-/// their endpoints by widening the fine cover by `T/2`.
+/// their endpoints by widening the fine cover to [`fine_radius_m`].
 pub const LONG_SEGMENT_M: f64 = 500.0;
 /// Slack added to every cover distance (see the module doc).
 pub const MARGIN_M: f64 = 2.0;
@@ -96,17 +104,17 @@ pub enum CellError {
 /// Cells to look up for a crime-scene query (sorted, no duplicates).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SceneCover {
-    /// [`FIX_RES`] cells meeting the disk of radius `radius_m + LONG_SEGMENT_M / 2`.
+    /// [`FIX_RES`] cells meeting the disk of radius [`fine_radius_m`]`(radius_m)`.
     pub fine: Vec<i64>,
     /// [`COARSE_RES`] cells meeting the disk of radius `radius_m`.
     pub coarse: Vec<i64>,
 }
 
-/// The disk every fix a scene's fine cover must find lies in: radius `radius_m +
-/// LONG_SEGMENT_M / 2` around the scene's centre, measured in the scene's [`LocalFrame`]
-/// as the cover is, plus twice [`MARGIN_M`] (the cover's slack, and the centimetre of a
-/// stored position's rounding to 10⁻⁷ degrees). The fine cover's hexagons reach well past
-/// it (a 500 m scene: 28 res-9 cells, 2.64 km², for a disk of 1.77 km²), so a store whose
+/// The disk every fix a scene's fine cover must find lies in: radius
+/// [`fine_radius_m`]`(radius_m)` around the scene's centre, measured in the scene's
+/// [`LocalFrame`] as the cover is, plus twice [`MARGIN_M`] (the cover's slack, and the
+/// centimetre of a stored position's rounding to 10⁻⁷ degrees). The fine cover's hexagons
+/// reach well past it (a 500 m scene: about 20 res-9 cells, 2 km², for a disk of 0.98 km²), so a store whose
 /// fine index carries positions (PostgreSQL) drops the index hits outside it: a fix outside
 /// is neither within the radius nor the end of a short segment that comes within it (see
 /// the module doc), and long segments are found through their own rows.
@@ -137,7 +145,7 @@ impl HitDisk {
             lon_scale,
             x: center.lon * 1e7 * lon_scale,
             y: center.lat * 1e7,
-            radius: (radius_m + LONG_SEGMENT_M / 2.0 + 2.0 * MARGIN_M) / m_per_lat_e7,
+            radius: (fine_radius_m(radius_m) + 2.0 * MARGIN_M) / m_per_lat_e7,
         }
     }
 
@@ -172,6 +180,13 @@ pub fn cell_from_i64(id: i64) -> Option<CellIndex> {
 /// The [`FIX_RES`] cell of a fix position.
 pub fn fix_cell(p: LatLon) -> Result<i64, CellError> {
     Ok(cell_to_i64(to_latlng(p)?.to_cell(FIX_RES)))
+}
+
+/// The radius of a scene's fine disk, `R_f = √(R² + (T/2)²)` for `R = radius_m` and
+/// `T =` [`LONG_SEGMENT_M`]: it holds every fix within `radius_m` and an end of every short
+/// segment that comes within `radius_m` (see the module doc).
+pub fn fine_radius_m(radius_m: f64) -> f64 {
+    radius_m.hypot(LONG_SEGMENT_M / 2.0)
 }
 
 /// Whether the segment `a`–`b` needs coarse-cell rows (is longer than [`LONG_SEGMENT_M`]).
@@ -224,7 +239,7 @@ pub fn scene_cover(center: LatLon, radius_m: f64) -> Result<SceneCover, CellErro
         Ok(cells.into_iter().map(cell_to_i64).collect())
     };
     Ok(SceneCover {
-        fine: disk(FIX_RES, radius_m + LONG_SEGMENT_M / 2.0)?,
+        fine: disk(FIX_RES, fine_radius_m(radius_m))?,
         coarse: disk(COARSE_RES, radius_m)?,
     })
 }
@@ -327,7 +342,7 @@ mod tests {
             });
             let hits = HitDisk::around(c, r);
             for _ in 0..500 {
-                let p = random_in_disk(&mut rng, c, r + LONG_SEGMENT_M / 2.0);
+                let p = random_in_disk(&mut rng, c, fine_radius_m(r));
                 assert!(cover.fine.binary_search(&cell_of(p, FIX_RES)).is_ok());
                 assert!(hits.holds((p.lat * 1e7).round() as i32, (p.lon * 1e7).round() as i32));
                 let p = random_in_disk(&mut rng, c, r);
@@ -338,17 +353,63 @@ mod tests {
             for k in 0..720 {
                 let th = k as f64 * std::f64::consts::TAU / 720.0;
                 let rim = |rr: f64| f.to_latlon(rr * th.cos(), rr * th.sin());
-                let p = rim(r + LONG_SEGMENT_M / 2.0);
+                let p = rim(fine_radius_m(r));
                 assert!(cover.fine.binary_search(&cell_of(p, FIX_RES)).is_ok());
                 let e7 = |deg: f64| (deg * 1e7).round() as i32;
                 assert!(hits.holds(e7(p.lat), e7(p.lon)), "{p:?} outside {hits:?}");
                 // ... and not much beyond it
-                let q = rim(r + LONG_SEGMENT_M / 2.0 + 3.0 * MARGIN_M);
+                let q = rim(fine_radius_m(r) + 3.0 * MARGIN_M);
                 assert!(!hits.holds(e7(q.lat), e7(q.lon)), "{q:?} inside {hits:?}");
                 assert!(cover
                     .coarse
                     .binary_search(&cell_of(rim(r), COARSE_RES))
                     .is_ok());
+            }
+        }
+    }
+
+    /// The case the fine radius is cut to: a short segment whose nearest point to the scene
+    /// is inside the radius and between its ends (worst: the ends equally far from it, on
+    /// the rim of the radius).
+    #[test]
+    fn an_end_of_every_short_segment_within_the_radius_is_in_the_fine_cover() {
+        let mut rng = StdRng::seed_from_u64(0x5e9);
+        for _ in 0..60 {
+            let c = random_london_point(&mut rng);
+            let r = rng.gen_range(0.0..1500.0);
+            let cover = scene_cover(c, r).unwrap_or(SceneCover {
+                fine: vec![],
+                coarse: vec![],
+            });
+            let hits = HitDisk::around(c, r);
+            let f = LocalFrame::new(c);
+            let e7 = |deg: f64| (deg * 1e7).round() as i32;
+            let found = |p: LatLon| {
+                hits.holds(e7(p.lat), e7(p.lon))
+                    && cover.fine.binary_search(&cell_of(p, FIX_RES)).is_ok()
+            };
+            for k in 0..200 {
+                let th = rng.gen_range(0.0..std::f64::consts::TAU);
+                // nearest point at the rim half the time, anywhere within it otherwise
+                let rho = if k % 2 == 0 {
+                    r
+                } else {
+                    r * rng.gen::<f64>().sqrt()
+                };
+                let length = rng.gen_range(0.9..1.0) * LONG_SEGMENT_M;
+                let before = if k % 4 < 2 {
+                    length / 2.0
+                } else {
+                    rng.gen_range(0.0..length)
+                };
+                let (px, py) = (rho * th.cos(), rho * th.sin());
+                let (ux, uy) = (-th.sin(), th.cos());
+                let a = f.to_latlon(px - before * ux, py - before * uy);
+                let b = f.to_latlon(px + (length - before) * ux, py + (length - before) * uy);
+                if is_long_segment(a, b) {
+                    continue;
+                }
+                assert!(found(a) || found(b), "{a:?}–{b:?} around {c:?}, {r} m");
             }
         }
     }
