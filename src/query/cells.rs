@@ -299,6 +299,17 @@ mod tests {
         f.to_latlon(rho * th.cos(), rho * th.sin())
     }
 
+    /// A random scene of up to 1.5 km around London: centre, radius, cover and hit disk.
+    fn random_scene(rng: &mut StdRng) -> (LatLon, f64, SceneCover, HitDisk) {
+        let c = random_london_point(rng);
+        let r = rng.gen_range(0.0..1500.0);
+        let cover = scene_cover(c, r).unwrap_or(SceneCover {
+            fine: vec![],
+            coarse: vec![],
+        });
+        (c, r, cover, HitDisk::around(c, r))
+    }
+
     fn random_london_point(rng: &mut StdRng) -> LatLon {
         random_in_disk(rng, LONDON, 25_000.0)
     }
@@ -334,13 +345,7 @@ mod tests {
     fn scene_cover_misses_no_cell_of_random_points_in_the_disks() {
         let mut rng = StdRng::seed_from_u64(0x5ce7e);
         for _ in 0..60 {
-            let c = random_london_point(&mut rng);
-            let r = rng.gen_range(0.0..1500.0);
-            let cover = scene_cover(c, r).unwrap_or(SceneCover {
-                fine: vec![],
-                coarse: vec![],
-            });
-            let hits = HitDisk::around(c, r);
+            let (c, r, cover, hits) = random_scene(&mut rng);
             for _ in 0..500 {
                 let p = random_in_disk(&mut rng, c, fine_radius_m(r));
                 assert!(cover.fine.binary_search(&cell_of(p, FIX_RES)).is_ok());
@@ -375,13 +380,7 @@ mod tests {
     fn an_end_of_every_short_segment_within_the_radius_is_in_the_fine_cover() {
         let mut rng = StdRng::seed_from_u64(0x5e9);
         for _ in 0..60 {
-            let c = random_london_point(&mut rng);
-            let r = rng.gen_range(0.0..1500.0);
-            let cover = scene_cover(c, r).unwrap_or(SceneCover {
-                fine: vec![],
-                coarse: vec![],
-            });
-            let hits = HitDisk::around(c, r);
+            let (c, r, cover, hits) = random_scene(&mut rng);
             let f = LocalFrame::new(c);
             let e7 = |deg: f64| (deg * 1e7).round() as i32;
             let found = |p: LatLon| {
