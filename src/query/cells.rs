@@ -43,9 +43,10 @@
 //!
 //! ## Choices
 //! - **Fine res 9** (mean hexagon 0.105 km², edge ≈ 174 m): the fine disk of a typical
-//!   scene (`R` of 100–500 m, `R_f` of 269–559 m) needs 10–30 cells, each holding a city block's worth of fixes
-//!   per time range. Res 10 (edge 66 m) would need about 7× more cells per query for little
-//!   gain in selectivity, res 8 (edge 461 m) would scan about 7× more fixes per cell.
+//!   scene (`R` of 100–500 m, `R_f` of 269–559 m) needs 10–30 cells, each holding a city
+//!   block's worth of fixes per time range. Res 10 (edge 66 m) would need about 7× more
+//!   cells per query for little gain in selectivity, res 8 (edge 461 m) would scan about
+//!   7× more fixes per cell.
 //! - **`T` = 500 m**: at the usual 30–60 s reporting interval, walking, cycling and most
 //!   urban driving produce segments shorter than 500 m, so few segments need coarse rows,
 //!   while the fine disk grows from `R` to `R_f`: by 59 m for a 500 m scene, 169 m for
@@ -114,10 +115,11 @@ pub struct SceneCover {
 /// [`fine_radius_m`]`(radius_m)` around the scene's centre, measured in the scene's
 /// [`LocalFrame`] as the cover is, plus twice [`MARGIN_M`] (the cover's slack, and the
 /// centimetre of a stored position's rounding to 10⁻⁷ degrees). The fine cover's hexagons
-/// reach well past it (a 500 m scene: about 20 res-9 cells, 2 km², for a disk of 0.98 km²), so a store whose
-/// fine index carries positions (PostgreSQL) drops the index hits outside it: a fix outside
-/// is neither within the radius nor the end of a short segment that comes within it (see
-/// the module doc), and long segments are found through their own rows.
+/// reach well past it (a 500 m scene: about 20 res-9 cells, 2 km², for a disk of 0.98
+/// km²), so a store whose fine index carries positions (PostgreSQL) drops the index hits
+/// outside it: a fix outside is neither within the radius nor the end of a short segment
+/// that comes within it (see the module doc), and long segments are found through their
+/// own rows.
 ///
 /// The disk is kept as a circle in stored units (10⁻⁷ degrees of latitude), longitudes
 /// scaled by [`lon_scale`](Self::lon_scale), which is the shape PostgreSQL tests with one
