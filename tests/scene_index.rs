@@ -268,7 +268,8 @@ async fn a_fix_between_two_close_intervals_is_not_skipped(backend: Backend) {
 /// the scene: only the segment between them, clipped at the window's edge, comes within
 /// the radius. PostgreSQL reads an island two minutes either side of its hits and must ask
 /// for the neighbour beyond (`IslandEdges`); checked at the window's start (the neighbour
-/// after the hit) and at its end (the neighbour before).
+/// after the hit) and at its end (the neighbour before), and on SQLite with the fixes in
+/// the ingest log's tail and then in the table.
 async fn a_neighbour_beyond_an_islands_read_is_asked_for(backend: Backend) {
     let (url, _guard) = fresh_database(backend).await;
     let store = Store::connect(&url).await.unwrap();
@@ -304,6 +305,67 @@ async fn a_neighbour_beyond_an_islands_read_is_asked_for(backend: Backend) {
             .find(|m| m.method == MatchMethod::Interpolated)
             .expect("the clipped segment matches");
         assert!((edge.closest_approach_m - 418.75).abs() < 0.5, "{edge:?}");
+        assert_eq!(index_answer(&store, &scene, &cfg).await, want, "{scene:?}");
+        store.compact_all().await.unwrap();
+        assert_eq!(index_answer(&store, &scene, &cfg).await, want, "{scene:?}");
+    }
+}
+
+/// As above, with two fixes beyond the island's read that could be the hit's neighbour:
+/// one stored first, and one that arrives late and lies between the hit and it. The
+/// neighbour is the late one, and the segment to it, clipped at the window's edge, comes
+/// 468.75 m from the scene; linking the hit to the other gives 464.05 m. On SQLite the
+/// late fix is in the ingest log's tail and the other in the table. Checked after the hit
+/// (window's start) and before it (window's end). Every segment is short and every fix but
+/// the hit is past the fine cells, so on PostgreSQL the island's read holds only the hit
+/// and the neighbour is the edge's seek.
+async fn a_late_neighbour_nearer_than_a_stored_one_is_the_one_linked(backend: Backend) {
+    let (url, _guard) = fresh_database(backend).await;
+    let store = Store::connect(&url).await.unwrap();
+    let frame = LocalFrame::new(CENTRE);
+    // per wearer, in seconds from its own start (the wearers hours apart, so that each
+    // window holds one track): hit, stored neighbour, late neighbour, window
+    let cases = [(0, 280, 240, (10, 3_600)), (280, 0, 40, (-3_600, 270))];
+    let start_s = |i: usize| i as i64 * 10_000;
+    let (mut stored, mut late) = (Vec::new(), Vec::new());
+    for (i, &(hit, far, near, _)) in cases.iter().enumerate() {
+        let (subject_pk, device_pk) = wearer(&store, i + 1).await;
+        let row = |t_s: i64, x: f64, y: f64| {
+            fix_row(
+                device_pk,
+                Some(subject_pk),
+                T0 + (start_s(i) + t_s) * 1_000_000,
+                Some(frame.to_latlon(x, y)),
+                5.0,
+            )
+        };
+        stored.push(row(hit, -450.0, 0.0));
+        stored.push(row(far, -840.0, 300.0));
+        late.push(row(near, -900.0, 0.0));
+    }
+    store.insert_fixes(&stored).await.unwrap();
+    store.compact_all().await.unwrap();
+    store.insert_fixes(&late).await.unwrap();
+    let all: Vec<QFix> = stored
+        .iter()
+        .chain(&late)
+        .filter_map(FixRow::qfix)
+        .collect();
+    let cfg = QueryConfig::default();
+    for (i, &(_, _, _, (from_s, to_s))) in cases.iter().enumerate() {
+        let scene = SceneQuery {
+            center: CENTRE,
+            radius_m: 500.0,
+            from_us: T0 + (start_s(i) + from_s) * 1_000_000,
+            to_us: T0 + (start_s(i) + to_s) * 1_000_000,
+        };
+        let want = scene_matches(&all, &scene, &cfg);
+        assert_eq!(want.len(), 1, "{want:?}");
+        assert_eq!(want[0].method, MatchMethod::Interpolated);
+        assert!(
+            (want[0].closest_approach_m - 468.75).abs() < 0.5,
+            "{want:?}"
+        );
         assert_eq!(index_answer(&store, &scene, &cfg).await, want, "{scene:?}");
     }
 }
@@ -785,6 +847,7 @@ on_both_stores!(
     a_late_fix_that_turns_a_long_segment_through_the_scene_is_found,
     a_key_sent_twice_in_one_group_is_indexed_as_stored,
     a_neighbour_beyond_an_islands_read_is_asked_for,
+    a_late_neighbour_nearer_than_a_stored_one_is_the_one_linked,
     a_short_pass_between_two_far_ends_is_found,
     answers_name_matches_by_their_ids_whether_read_before_or_not
 );
