@@ -20,9 +20,12 @@
 //! `fixes(cell, ts)` index; on SQLite the table `fix_cells(cell, minute, device)`, one row
 //! per device, cell and minute with a fix (23.8 bytes a fix on the 10 M bench against 29
 //! for the index row per fix it replaced, and `fixes` no longer carries the cell: migration
-//! sqlite/0005), whose hits are whole minutes. `fix_segments` holds the res-7 cells of
-//! every long segment between consecutive fixes the matcher links ([`Pt::of`]; see
-//! [`crate::query::cells`]), written by the fix insert path ([`long_segments`]); on
+//! sqlite/0005), whose hits are whole minutes, and whose cell is split seven ways by its
+//! res-10 children so that a scene reads only the parts of its rim cells that meet its
+//! fine disk ([`crate::query::cells`], "SQLite's fine keys"). `fix_segments` holds the
+//! res-7 cells of every long segment between consecutive fixes the matcher links
+//! ([`Pt::of`]; see [`crate::query::cells`]), written by the fix insert path
+//! ([`long_segments`]); on
 //! PostgreSQL with the segment's bounding box, which the lookup tests against the scene's
 //! box (migration postgres/0009). A scene query ([`Store::scene_audited`]) never reads
 //! a device's whole history:

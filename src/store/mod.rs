@@ -214,8 +214,12 @@ impl FixRow {
     /// The crime-scene index cell of a stored position (`cell` of a row as ingest makes it,
     /// and as SQLite's reads give it back: its table does not keep it).
     pub fn cell_of(lat_e7: Option<i32>, lon_e7: Option<i32>) -> Option<i64> {
-        let pos = crate::geodesy::LatLon::new(f64::from(lat_e7?) / 1e7, f64::from(lon_e7?) / 1e7);
-        crate::query::cells::fix_cell(pos).ok()
+        crate::query::cells::fix_cell(position_of(lat_e7?, lon_e7?)).ok()
+    }
+
+    /// The fix's position, when it has one.
+    pub fn position(&self) -> Option<crate::geodesy::LatLon> {
+        Some(position_of(self.lat_e7?, self.lon_e7?))
     }
 
     /// The fix as the query maths sees it; `None` for a fix without a position or a
@@ -225,13 +229,15 @@ impl FixRow {
             device: self.device_pk,
             subject: self.subject_pk?,
             ts_us: self.ts,
-            pos: crate::geodesy::LatLon::new(
-                f64::from(self.lat_e7?) / 1e7,
-                f64::from(self.lon_e7?) / 1e7,
-            ),
+            pos: self.position()?,
             accuracy_m: self.accuracy_m.map_or(0.0, f64::from),
         })
     }
+}
+
+/// A stored position (10⁻⁷ degrees) in degrees.
+fn position_of(lat_e7: i32, lon_e7: i32) -> crate::geodesy::LatLon {
+    crate::geodesy::LatLon::new(f64::from(lat_e7) / 1e7, f64::from(lon_e7) / 1e7)
 }
 
 /// The store the service runs on.

@@ -20,6 +20,7 @@ use super::{
 };
 use crate::model::fix::lag_ms;
 use crate::model::Micros;
+use crate::query::cells::fix_key;
 
 /// The embedded store. Fixes are acknowledged through an append-only log and an
 /// in-memory tail before they reach `fixes` (see `store::sqlite_tail`).
@@ -630,9 +631,14 @@ impl SqliteStore {
                     r.flags,
                     lag_ms(r.ts, r.received_at),
                 ])?;
-                // a fix without a position has no cell (`FixRow::cell_of`)
-                if let Some(cell) = r.cell {
-                    let key = (cell, r.ts.div_euclid(CELL_MINUTE_US), r.device_pk);
+                // a fix without a position has no cell (`FixRow::cell_of`); the row's key
+                // splits the cell by its children (`cells::fix_key`)
+                if let (Some(cell), Some(pos)) = (r.cell, r.position()) {
+                    let key = (
+                        fix_key(cell, pos),
+                        r.ts.div_euclid(CELL_MINUTE_US),
+                        r.device_pk,
+                    );
                     if last_cell != Some(key) {
                         cells.execute(rusqlite::params![key.0, key.1, key.2])?;
                         last_cell = Some(key);
