@@ -25,10 +25,9 @@
 //! fine disk ([`crate::query::cells`], "SQLite's fine keys"). `fix_segments` holds the
 //! res-7 cells of every long segment between consecutive fixes the matcher links
 //! ([`Pt::of`]; see [`crate::query::cells`]), written by the fix insert path
-//! ([`long_segments`]); on
-//! PostgreSQL with the segment's bounding box, which the lookup tests against the scene's
-//! box (migration postgres/0009). A scene query ([`Store::scene_audited`]) never reads
-//! a device's whole history:
+//! ([`long_segments`]); on PostgreSQL with the segment's bounding box, which the lookup
+//! tests against the scene's box (migration postgres/0009). A scene query
+//! ([`Store::scene_audited`]) never reads a device's whole history:
 //! 1. *hits*: `(device, ts)` of every fix in a fine cell of the cover with `ts` in the
 //!    window widened by `max_gap`, read from the index alone, as intervals
 //!    `[ts − gap, ts + gap]` (on SQLite: `[minute start − gap, minute end + gap]`); and `[t0, t1]` of every long segment in a coarse cell that
