@@ -337,8 +337,7 @@ fn read_scene_rows(
     let (keys, coarse) = (json_list(&keys), json_list(&q.coarse));
     // the tail first, then the table (see sqlite_tail's module doc); long segments are
     // indexed when their later fix is acknowledged, so the table's index has them all
-    let fine_set: HashSet<i64> = q.fine.iter().copied().collect();
-    let hits: Vec<(i64, Micros)> = tail.scene_hits(&fine_set, q.lo, q.hi);
+    let hits: Vec<(i64, Micros)> = tail.scene_hits(q.fine, q.lo, q.hi);
     // `fix_cells` says in which minutes a device had a fix in a cell, by split keys
     // (`cells::scene_keys`: the children of the cover's cells clear of the fine disk are
     // left out); each such minute is loaded whole (widened by the gap like any hit), so it

@@ -25,7 +25,7 @@
 //!   raises it, a purge leaves it): it decides which keys are looked up in the table
 //!   before an insert, and over-stating only adds look-ups.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -86,8 +86,13 @@ impl Default for Tail {
 
 #[derive(Debug, Default)]
 struct State {
-    /// key → (log seq, row)
+    /// key → (log seq, row); changed only through [`State::insert`] and
+    /// [`State::remove`], which keep `by_cell` in step
     rows: BTreeMap<(i64, Micros), (i64, FixRow)>,
+    /// `(cell, ts, device)` of every row in `rows` that has a cell: a crime scene's hits
+    /// are a range per cover cell, not a scan of the whole tail, which under sustained
+    /// ingest holds `compact_rows` fixes and whose lock ingest waits for
+    by_cell: BTreeSet<(i64, Micros, i64)>,
     /// When the oldest fix now in the tail arrived (approximately: when the tail last
     /// became non-empty, or when the last epoch ended).
     since: Option<Instant>,
@@ -98,6 +103,28 @@ struct State {
     /// neighbour before a group newer than everything stored, without a read.
     stored_last: HashMap<i64, Option<Pt>>,
     epoch: Option<Epoch>,
+}
+
+impl State {
+    fn insert(&mut self, seq: i64, r: FixRow) {
+        let (device_pk, ts, cell) = (r.device_pk, r.ts, r.cell);
+        if let Some((_, old)) = self.rows.insert((device_pk, ts), (seq, r)) {
+            if let Some(c) = old.cell {
+                self.by_cell.remove(&(c, ts, device_pk));
+            }
+        }
+        if let Some(c) = cell {
+            self.by_cell.insert((c, ts, device_pk));
+        }
+    }
+
+    fn remove(&mut self, device_pk: i64, ts: Micros) {
+        if let Some((_, old)) = self.rows.remove(&(device_pk, ts)) {
+            if let Some(c) = old.cell {
+                self.by_cell.remove(&(c, ts, device_pk));
+            }
+        }
+    }
 }
 
 /// A compaction in progress: every tail row from log rows up to `upto` is moved, in key
@@ -202,7 +229,7 @@ impl Tail {
             s.since = Some(Instant::now());
         }
         for r in rows {
-            s.rows.insert((r.device_pk, r.ts), (seq, r));
+            s.insert(seq, r);
         }
     }
 
@@ -276,21 +303,25 @@ impl Tail {
     }
 
     /// Crime-scene hits from the tail: `(device, ts)` of every fix in one of `cells` with
-    /// `ts` in `[lo, hi]`. The tail is bounded (`compact_rows`) and held in memory, so it is
-    /// scanned rather than indexed.
-    pub(super) fn scene_hits(
-        &self,
-        cells: &HashSet<i64>,
-        lo: Micros,
-        hi: Micros,
-    ) -> Vec<(i64, Micros)> {
-        self.lock()
-            .rows
-            .values()
-            .map(|(_, r)| r)
-            .filter(|r| r.ts >= lo && r.ts <= hi && r.cell.is_some_and(|c| cells.contains(&c)))
-            .map(|r| (r.device_pk, r.ts))
-            .collect()
+    /// `ts` in `[lo, hi]`, in key order. One range of the cell index per cell.
+    pub(super) fn scene_hits(&self, cells: &[i64], lo: Micros, hi: Micros) -> Vec<(i64, Micros)> {
+        if lo > hi {
+            return Vec::new();
+        }
+        let mut out: Vec<(i64, Micros)> = {
+            let s = self.lock();
+            cells
+                .iter()
+                .flat_map(|&c| {
+                    s.by_cell
+                        .range((c, lo, i64::MIN)..=(c, hi, i64::MAX))
+                        .map(|&(_, ts, d)| (d, ts))
+                })
+                .collect()
+        };
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Every row inside one of `intervals` (`(device, from, to)`).
@@ -390,7 +421,7 @@ impl Tail {
     pub(super) fn compacted(&self, chunk: &Chunk) {
         let mut s = self.lock();
         for r in &chunk.rows {
-            s.rows.remove(&(r.device_pk, r.ts));
+            s.remove(r.device_pk, r.ts);
             let m = s.stored_max.entry(r.device_pk).or_insert(i64::MIN);
             *m = (*m).max(r.ts);
             if let Some(p) = Pt::of(r) {
@@ -427,6 +458,7 @@ impl Tail {
         let mut s = self.lock();
         let before = s.rows.len();
         s.rows.retain(|_, (_, r)| r.ts >= cutoff);
+        s.by_cell.retain(|&(_, ts, _)| ts >= cutoff);
         // the purge may have deleted a device's newest stored fix
         s.stored_last.clear();
         (before - s.rows.len()) as u64
@@ -453,6 +485,73 @@ mod tests {
             received_at: ts,
             cell: Some(42),
         }
+    }
+
+    /// `scene_hits` by brute force over what the tail holds.
+    fn hits_by_scan(t: &Tail, cells: &[i64], lo: Micros, hi: Micros) -> Vec<(i64, Micros)> {
+        t.lock()
+            .rows
+            .values()
+            .map(|(_, r)| r)
+            .filter(|r| r.ts >= lo && r.ts <= hi && r.cell.is_some_and(|c| cells.contains(&c)))
+            .map(|r| (r.device_pk, r.ts))
+            .collect()
+    }
+
+    #[test]
+    fn scene_hits_are_the_rows_in_the_cells_and_window_through_appends_compaction_and_purge() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(9);
+        let t = Tail::new(1_000);
+        let check = |t: &Tail, rng: &mut StdRng| {
+            for _ in 0..200 {
+                let cells: Vec<i64> = (0..rng.gen_range(0..4))
+                    .map(|_| rng.gen_range(0..6))
+                    .collect();
+                let lo = rng.gen_range(-50..650);
+                let hi = lo + rng.gen_range(-10..300);
+                assert_eq!(
+                    t.scene_hits(&cells, lo, hi),
+                    hits_by_scan(t, &cells, lo, hi)
+                );
+            }
+        };
+        for seq in 1..=30 {
+            let rows: Vec<FixRow> = (0..50)
+                .map(|_| {
+                    let mut r = fix(rng.gen_range(1..20), rng.gen_range(0..600));
+                    r.cell = (rng.gen_range(0..6) != 0).then(|| rng.gen_range(0..6));
+                    r
+                })
+                .collect();
+            // a key is appended once (Tail's invariant); later copies are dropped here
+            let fresh: Vec<FixRow> = rows
+                .into_iter()
+                .filter(|r| !t.lock().rows.contains_key(&(r.device_pk, r.ts)))
+                .fold(Vec::new(), |mut v: Vec<FixRow>, r| {
+                    if !v.iter().any(|o| (o.device_pk, o.ts) == (r.device_pk, r.ts)) {
+                        v.push(r);
+                    }
+                    v
+                });
+            t.append(seq, fresh);
+            check(&t, &mut rng);
+        }
+        assert!(!t.scene_hits(&[0, 1, 2, 3, 4, 5], 0, 600).is_empty());
+        // part of an epoch moved out
+        let c = t.next_chunk(300).expect("due: over compact_rows");
+        assert!(c.delete_log_upto.is_none(), "a part, not the whole tail");
+        t.compacted(&c);
+        check(&t, &mut rng);
+        assert!(t.purge_before(300) > 0);
+        check(&t, &mut rng);
+        while let Some(c) = t.next_chunk_now() {
+            t.compacted(&c);
+        }
+        assert!(t.lock().by_cell.is_empty());
+        assert!(t
+            .scene_hits(&[0, 1, 2, 3, 4, 5], i64::MIN, i64::MAX)
+            .is_empty());
     }
 
     #[test]
