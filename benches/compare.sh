@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tagwatch (SQLite and PostgreSQL stores) and PostgreSQL+PostGIS side by side, on one seeded
-# dataset, in one run, on this machine. See README "Side by side with PostGIS".
+# dataset, in one run, on this machine. See docs/BENCHMARKS.md "Side by side with PostGIS".
 #
 #   benches/compare.sh                    # 2,000 devices, 10 M fixes (one a minute, ~3.5 days)
 #   benches/compare.sh --quick            # 200 k fixes: try the script

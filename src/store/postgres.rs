@@ -87,7 +87,7 @@ impl PgStore {
             // No JIT compilation on the store's sessions. Every statement here is short and
             // index-driven, but the planner's cost of a crime-scene lookup at 10 M fixes
             // passes `jit_above_cost` and `jit_inline_above_cost`, and compiling it took
-            // 30–550 ms of a query whose execution took 10–80 (auto_explain, README).
+            // 30–550 ms of a query whose execution took 10–80 (auto_explain, docs/BENCHMARKS.md).
             .options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(8)

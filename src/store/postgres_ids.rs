@@ -1,6 +1,6 @@
 //! What a PostgreSQL store remembers of the external ids of devices and subjects by store
 //! key, so that a crime-scene answer names its matches without a round trip for ids it has
-//! named before (one statement fewer on most lookups; see README "Crime-scene: the hits
+//! named before (one statement fewer on most lookups; see docs/BENCHMARKS.md "Crime-scene: the hits
 //! filter, the islands' edges and the ids").
 //!
 //! Safe to keep for the life of the store, and right in every service instance that shares

@@ -293,7 +293,7 @@ pub(super) async fn scene_rows(
 /// [`Island`]): twice the one-minute reporting interval that is usual for tags, so the
 /// read holds the hits' neighbours even when a fix or two is late or lost; when it holds
 /// none, [`edge_fixes`] asks for the neighbour (a third statement). Measured on the bench
-/// (README "Crime-scene: the hits filter, the islands' edges and the ids"): the islands'
+/// (docs/BENCHMARKS.md "Crime-scene: the hits filter, the islands' edges and the ids"): the islands'
 /// read returned a quarter fewer rows than with the whole `gap` and took a fifth less time.
 const ISLAND_EDGE_US: i64 = 120 * 1_000_000;
 

@@ -234,7 +234,7 @@ fn fix_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FixRow> {
 /// `conn` has open (an audited read's `BEGIN IMMEDIATE`), so the read and its audit entry
 /// stay one transaction. Why: sqlx-sqlite steps statements on a worker thread and sends
 /// every row to the caller as a message of owned values, which costs far more than SQLite's
-/// own read for the thousands of rows of a scene lookup (see the README's benchmark notes);
+/// own read for the thousands of rows of a scene lookup (see docs/BENCHMARKS.md);
 /// rusqlite reads them in place. `read` runs statements only and must not end the
 /// transaction (sqlx keeps its own count of it). It runs on the calling task's thread
 /// while it holds the handle; on a multi-threaded runtime (the server's) that thread is
@@ -310,7 +310,7 @@ async fn run_on_handle<T>(
 /// indexed column with a bound value is compiled again at its first step after every bind,
 /// in case the value favours another plan. Every statement here has one sensible plan (the
 /// big tables have their primary key alone), so that recompiling bought nothing: on 10 M
-/// fixes it was ~0.08 ms of location-at-time's ~0.29 ms read (README, "Benchmarks").
+/// fixes it was ~0.08 ms of location-at-time's ~0.29 ms read (docs/BENCHMARKS.md).
 pub(super) async fn plan_without_bound_values(conn: &mut SqliteConnection) -> Result<()> {
     on_handle_briefly(conn, |db| {
         db.set_db_config(
@@ -384,7 +384,7 @@ fn read_scene_rows(
     // depend on bound values, `plan_without_bound_values`), and a step loop per interval
     // cost less than one statement over all intervals passed as JSON, whose three
     // `json_extract`s per interval parse the interval's text again each (islands' read
-    // 5.8–6.0 → 4.8–5.4 ms on the 10 M bench, README "SQLite: split cells").
+    // 5.8–6.0 → 4.8–5.4 ms on the 10 M bench, docs/BENCHMARKS.md "SQLite: split cells").
     let mut st = db.prepare_cached(
         "SELECT device_pk, ts, subject_pk, lat_e7, lon_e7, accuracy_cm / 100.0 FROM fixes \
          WHERE device_pk = ?1 AND ts BETWEEN ?2 AND ?3 \

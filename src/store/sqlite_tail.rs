@@ -5,7 +5,7 @@
 //! commit of fixes from thousands of devices touches a leaf page per device in each B-tree,
 //! and SQLite's WAL logs whole pages. At the group sizes a 20,000 fixes/s load makes
 //! (hundreds of fixes, most from different devices) each fix cost two 4 KiB pages of WAL,
-//! and commits grew with the load (README, Benchmarks). So an acknowledged fix is first
+//! and commits grew with the load (docs/BENCHMARKS.md). So an acknowledged fix is first
 //! appended to `fix_log`, one row per group (the group's fixes in one [`postcard`] blob:
 //! sequential pages, tens of bytes per fix), and kept in memory here. Compaction
 //! ([`Tail::next_chunk`], run by the ingest writer between groups) moves the tail into
