@@ -95,7 +95,7 @@ struct State {
     /// holds `compact_rows` fixes, under the lock ingest appends through). Entries of rows
     /// that have since left the tail are skipped on reading (the row is looked up) and
     /// dropped when the array is rebuilt ([`State::reindex_if_stale`]). Appending is one
-    /// push: an ordered index (tried: a `BTreeSet`) cost ingest 8 % at saturation.
+    /// push: an ordered index (tried: a `BTreeSet`) cost ingest 8–12 % at saturation.
     cells: Vec<(i64, Micros, i64)>,
     /// When the oldest fix now in the tail arrived (approximately: when the tail last
     /// became non-empty, or when the last epoch ended).
