@@ -89,13 +89,14 @@ struct State {
     /// key → (log seq, row); rows are added only through [`State::insert`], which
     /// also notes them in `cells`
     rows: BTreeMap<(i64, Micros), (i64, FixRow)>,
-    /// `(cell, ts, device)` of the rows added with a cell, in the order added: what a
-    /// crime scene scans for its hits instead of the rows themselves (24 bytes an entry,
-    /// read in order, against ~150 scattered bytes a row: under sustained ingest the tail
-    /// holds `compact_rows` fixes, under the lock ingest appends through). Entries of rows
-    /// that have since left the tail are skipped on reading (the row is looked up) and
-    /// dropped when the array is rebuilt ([`State::reindex_if_stale`]). Appending is one
-    /// push: an ordered index (tried: a `BTreeSet`) cost ingest 8–12 % at saturation.
+    /// `(cell, ts, device)` of the rows added with a cell (in the order added, key order
+    /// after a rebuild): what a crime scene scans for its hits instead of the rows
+    /// themselves (24 bytes an entry, read in order, against ~150 scattered bytes a row:
+    /// under sustained ingest the tail holds `compact_rows` fixes, under the lock ingest
+    /// appends through). Entries of rows that have since left the tail are skipped on
+    /// reading (the row is looked up) and dropped when the array is rebuilt
+    /// ([`State::reindex_if_stale`]). Appending is one push: an ordered index (tried: a
+    /// `BTreeSet`) cost ingest 8–12 % at saturation.
     cells: Vec<(i64, Micros, i64)>,
     /// When the oldest fix now in the tail arrived (approximately: when the tail last
     /// became non-empty, or when the last epoch ended).
